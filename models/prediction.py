@@ -1,0 +1,25 @@
+"""The model's fixed output contract: the same fields on every call, whatever the config."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Prediction:
+    """What `NeuralParts.forward` returns. B items, M primitives, S sphere points per primitive.
+
+    y_prim:      (B, S, M, 3) points on each primitive's surface, world coordinates (phi of sphere points).
+    on_surface:  (B, S, M) bool, y_prim[b, s, m] lies on the union surface: g_j >= 0 for every j.
+    phi_volume:  (B, Nv, M) implicit of each primitive at the volume points; the "euclidean" variant
+                 (sign of g_m, magnitude the distance to primitive m's S points) when
+                 `model.euclidean_phi_volume`, else the plain g_m.
+    phi_surface: (B, Ns, M) plain g_m = |phi^-1(x; C_m)| - r at the target surface points; differentiable
+                 with respect to those points (the normal-consistency loss takes its gradient).
+    """
+
+    y_prim: torch.Tensor
+    on_surface: torch.Tensor
+    phi_volume: torch.Tensor
+    phi_surface: torch.Tensor
