@@ -1,0 +1,114 @@
+"""Evaluate a trained checkpoint on a split: IoU, Chamfer-L1/L2 and normal consistency per frame.
+
+    python3 test.py model.pth [--data-dir PREPROCESSED] [--split-file CSV] [--split test] [--output-dir DIR]
+
+The model is rebuilt from the checkpoint alone (its config travels inside it). Writes DIR/frames.csv (one row per
+frame) and DIR/summary.json (overall and per motion; keys iou, chamfer_l1, chamfer_l2, normal_consistency,
+n_frames), and prints the summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+
+import torch
+
+import config as config_module
+from models.neural_parts import NeuralParts
+from utils.checkpoint import load_checkpoint
+from utils.errors import UserError, run_main
+from utils.evaluation import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
+from utils.runtime import select_device, set_threads
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a .pth written by train.py")
+    parser.add_argument("--data-dir", help="preprocessed frames (default: the checkpoint's data.preprocessed_dir)")
+    parser.add_argument("--split-file", help="split CSV (default: the checkpoint's data.split_file)")
+    parser.add_argument("--split", action="append", help="split(s) to evaluate (default: data.test_splits)")
+    parser.add_argument("--output-dir", help="where to write frames.csv and summary.json "
+                                             "(default: <checkpoint dir>/test)")
+    parser.add_argument("--max-frames", type=int, default=0, help="evaluate an evenly spaced subset (0 = all)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override eval.* / train.device / train.threads, e.g. --set eval.batch_size=8")
+    return parser.parse_args(argv)
+
+
+def load_model(checkpoint_path: str, device: torch.device) -> tuple[NeuralParts, config_module.Config]:
+    """Rebuild the exact model of a checkpoint (any number of primitives) in eval mode."""
+    payload = load_checkpoint(checkpoint_path)
+    cfg = config_module.from_dict(payload["config"])
+    cfg.model.pretrained = "false"  # the checkpoint carries every weight
+    model = NeuralParts(cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint {checkpoint_path} does not match this code's model "
+                        f"({str(error).splitlines()[1].strip()[:120]}); use the project version that wrote it") from None
+    return model.to(device).eval(), cfg
+
+
+def motion_of(sequence_id: str) -> str:
+    """'50004_running_on_spot_bugfix' -> 'running_on_spot'."""
+    return re.sub(r"_bugfix$", "", sequence_id.split("_", 1)[1] if "_" in sequence_id else sequence_id)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    device_cfg = config_module.Config()
+    config_module.apply_overrides(device_cfg, {k: v for k, _, v in (o.partition("=") for o in args.overrides)
+                                               if k.startswith("train.")})
+    device = select_device(device_cfg.train.device)
+    set_threads(device_cfg.train.threads)
+    model, cfg = load_model(args.checkpoint, device)
+    config_module.apply_overrides(cfg, {k: v for k, _, v in (o.partition("=") for o in args.overrides)})
+    root = args.data_dir or cfg.data.preprocessed_dir
+    split_file = args.split_file or cfg.data.split_file
+    splits = tuple(args.split) if args.split else cfg.data.test_splits
+    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "test")
+
+    dataset = evaluation_dataset(root, split_file, splits, cfg.data)
+    records = list(evaluate_frames(model, dataset, cfg.eval, device, args.max_frames))
+    summary = {"checkpoint": os.path.abspath(args.checkpoint), "splits": list(splits), **summarise(records),
+               "per_motion": {}}
+    for motion in sorted({motion_of(r["sequence"]) for r in records}):
+        summary["per_motion"][motion] = summarise([r for r in records if motion_of(r["sequence"]) == motion])
+
+    os.makedirs(output_dir, exist_ok=True)
+    _write_atomic(os.path.join(output_dir, "frames.csv"), lambda f: _write_frames(f, records), newline="")
+    _write_atomic(os.path.join(output_dir, "summary.json"), lambda f: json.dump(summary, f, indent=2))
+    print(_table(summary))
+    print(f"wrote {output_dir}/frames.csv and {output_dir}/summary.json")
+    return 0
+
+
+def _write_frames(file, records: list[dict]) -> None:
+    writer = csv.DictWriter(file, ("sequence", "frame") + METRIC_NAMES)
+    writer.writeheader()
+    writer.writerows(records)
+
+
+def _write_atomic(path: str, write, newline=None) -> None:
+    temp = path + ".tmp"
+    try:
+        with open(temp, "w", newline=newline) as file:
+            write(file)
+        os.replace(temp, path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}; choose another --output-dir") from None
+
+
+def _table(summary: dict) -> str:
+    header = f"{'motion':<22}{'frames':>7}" + "".join(f"{name:>20}" for name in METRIC_NAMES)
+    lines = [header, "-" * len(header)]
+    for name, values in list(summary["per_motion"].items()) + [("overall", summary)]:
+        lines.append(f"{name:<22}{values['n_frames']:>7}" + "".join(f"{values[m]:>20.4f}" for m in METRIC_NAMES))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,264 @@
+"""Train Neural Parts on preprocessed D-FAUST frames.
+
+    python3 train.py [--preset demo] [--set train.lr=1e-4 ...] [--data-dir DIR] [--split-file CSV]
+                     [--output-dir DIR] [--resume CHECKPOINT]
+    torchrun --nproc_per_node=K train.py ...        # DistributedDataParallel, K processes
+
+The run directory gets run.json (resolved config, git commit, command), log.csv, and three checkpoints written
+atomically: model.pth (latest), best_model.pth (best validation IoU), best_chamfer_model.pth (best validation
+Chamfer-L1). Optimisation follows the authors: RAdam, gradient clipping at 1.0 after every backward, an optimizer
+step every `train.aggregate` batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import config as config_module
+from config import Config
+from data.dataset import FrameDataset
+from losses import total_loss
+from losses.metrics import weighted_iou
+from losses.targets import Targets
+from models.neural_parts import NeuralParts
+from utils.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from utils.errors import UserError, run_main
+from utils.evaluation import evaluate_frames, evaluation_dataset, summarise
+from utils.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
+from utils.training_log import TrainingLog
+
+TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
+
+
+def parse_arguments(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    config_module.add_config_arguments(parser)
+    parser.add_argument("--data-dir", help="preprocessed frames (default: data.preprocessed_dir)")
+    parser.add_argument("--split-file", help="split CSV (default: data.split_file)")
+    parser.add_argument("--output-dir", help="run directory (default: runs/train, or the resumed checkpoint's)")
+    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its model.pth")
+    return parser.parse_args(argv)
+
+
+class StepBatchSampler:
+    """For each batch from `start` to `steps`: this rank's list of (frame index, draw seed) keys.
+
+    Frames are visited in a fresh seeded permutation per epoch; batch `step` of rank `rank` takes positions
+    (step * world_size + rank) * B + j. Everything is a function of (seed, step), so a resumed run draws
+    exactly what the uninterrupted run would have.
+    """
+
+    def __init__(self, n_frames: int, batch_size: int, start: int, steps: int, seed: int, dist: Distributed):
+        self.n_frames, self.batch_size, self.start, self.steps, self.seed = n_frames, batch_size, start, steps, seed
+        self.dist = dist
+        self._epoch, self._permutation = -1, None
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield [self._key(step, j) for j in range(self.batch_size)]
+
+    def _key(self, step: int, j: int) -> tuple[int, int]:
+        position = (step * self.dist.world_size + self.dist.rank) * self.batch_size + j
+        epoch, offset = divmod(position, self.n_frames)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.n_frames)
+        draw_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
+        return int(self._permutation[offset]), draw_seed
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    resumed = load_checkpoint(args.resume) if args.resume else None
+    cfg = _resolve_config(args, resumed)
+    dist = init_distributed(cfg.train.device)
+    device = select_device(cfg.train.device, dist.local_rank)
+    set_threads(cfg.train.threads)
+    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.resume)) if args.resume else "runs/train")
+
+    train_set = FrameDataset(cfg.data.preprocessed_dir, cfg.data.split_file, cfg.data.train_splits, cfg.data,
+                             seed=cfg.train.seed)
+    val_set = evaluation_dataset(cfg.data.preprocessed_dir, cfg.data.split_file, cfg.data.val_splits, cfg.data)
+
+    torch.manual_seed(cfg.train.seed)
+    model = NeuralParts(cfg.model).to(device)
+    optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    start_step, best = 0, {"val_iou": -math.inf, "val_chamfer_l1": math.inf}
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        start_step, best = resumed["step"], dict(resumed["best"])
+        _restore_rng(resumed["rng"])
+    trained = DistributedDataParallel(model) if dist.world_size > 1 else model
+
+    sampler = StepBatchSampler(len(train_set), cfg.train.batch_size, start_step, cfg.train.steps, cfg.train.seed, dist)
+    # A private generator keeps the DataLoader from consuming the global RNG (exact resume).
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.train.seed),
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+    log = None
+    if dist.is_main:
+        os.makedirs(run_dir, exist_ok=True)
+        _write_run_info(run_dir, cfg, args)
+        log = TrainingLog(run_dir, resume_step=start_step if resumed is not None else None)
+
+    step, nonfinite_in_row, window = start_step, 0, _Window()
+    last_val_iou = best["val_iou"] if math.isfinite(best["val_iou"]) else float("nan")
+    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not dist.is_main)
+    model.train()
+    for batch in loader:
+        step_started = time.perf_counter()
+        images, targets = _to_device(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16,
+                            enabled=cfg.train.mixed_precision and device.type == "cuda"):
+            prediction = trained(images, targets.volume_points, targets.surface_points)
+            loss, terms = total_loss(prediction, targets, cfg.loss)
+        finite = _all_ranks_finite(loss, dist)
+        if finite:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+            finite = _all_ranks_finite(grad_norm, dist)
+        step += 1
+        if finite:
+            nonfinite_in_row = 0
+            if step % cfg.train.aggregate == 0:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                train_iou = weighted_iou(prediction.phi_volume, targets.volume_labels, targets.volume_weights)
+            window.add(float(loss), {k: float(v) for k, v in terms.items()}, float(train_iou.mean()),
+                       time.perf_counter() - step_started)
+        else:
+            nonfinite_in_row += 1
+            optimizer.zero_grad(set_to_none=True)
+            warnings.warn(f"step {step}: non-finite loss or gradient, step skipped "
+                          f"({nonfinite_in_row} in a row)", stacklevel=1)
+            if nonfinite_in_row >= cfg.train.max_nonfinite_steps:
+                raise UserError(f"{nonfinite_in_row} non-finite steps in a row at step {step}; lower train.lr or "
+                                f"check the data; the last good checkpoint is in {run_dir}")
+        bar.update(1)
+        if not dist.is_main:
+            continue
+
+        row = None
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            row = window.flush(step)
+        if step % cfg.train.val_every == 0 or step == cfg.train.steps:
+            summary = summarise(list(evaluate_frames(model, val_set, cfg.eval, device, cfg.train.val_max_frames)))
+            model.train()
+            last_val_iou = summary["iou"]
+            row = row or {"step": step}
+            row.update(val_iou=summary["iou"], val_chamfer_l1=summary["chamfer_l1"])
+            payload = _checkpoint(model, optimizer, step, best, cfg)
+            if summary["iou"] > best["val_iou"]:
+                best["val_iou"] = payload["best"]["val_iou"] = summary["iou"]
+                _save(os.path.join(run_dir, "best_model.pth"), model, payload)
+            if summary["chamfer_l1"] < best["val_chamfer_l1"]:
+                best["val_chamfer_l1"] = payload["best"]["val_chamfer_l1"] = summary["chamfer_l1"]
+                _save(os.path.join(run_dir, "best_chamfer_model.pth"), model, payload)
+        if row is not None:
+            log.write(row)
+            bar.set_postfix(loss=row.get("loss", float("nan")), val_iou=last_val_iou)
+        if (step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps) and step % cfg.train.aggregate == 0:
+            _save(os.path.join(run_dir, "model.pth"), model, _checkpoint(model, optimizer, step, best, cfg))
+    bar.close()
+    if dist.is_main:
+        print(f"trained {step} steps; best val IoU {best['val_iou']:.4f}, best val Chamfer-L1 "
+              f"{best['val_chamfer_l1']:.4f}; checkpoints in {run_dir}")
+    return 0
+
+
+class _Window:
+    """Running means of the loss terms between two log rows."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, loss: float, terms: dict, train_iou: float, seconds: float) -> None:
+        self.rows.append({"loss": loss, **terms, "train_iou": train_iou, "seconds_per_step": seconds})
+
+    def flush(self, step: int) -> dict:
+        row = {"step": step}
+        if self.rows:
+            row.update({key: float(np.mean([r[key] for r in self.rows])) for key in self.rows[0]})
+        self.rows = []
+        return row
+
+
+def _resolve_config(args: argparse.Namespace, resumed: dict | None) -> Config:
+    if resumed is not None:  # the checkpoint's config, then only the flags given now
+        cfg = config_module.from_dict(resumed["config"])
+        config_module.apply_overrides(cfg, dict(item.partition("=")[::2] for item in args.overrides))
+    else:
+        cfg = config_module.config_from_arguments(args)
+    if args.data_dir:
+        cfg.data.preprocessed_dir = args.data_dir
+    if args.split_file:
+        cfg.data.split_file = args.split_file
+    for name in ("checkpoint_every", "val_every"):
+        if getattr(cfg.train, name) % cfg.train.aggregate:
+            raise UserError(f"train.{name}={getattr(cfg.train, name)} must be a multiple of "
+                            f"train.aggregate={cfg.train.aggregate} so checkpoints fall on optimizer steps")
+    return cfg
+
+
+def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, Targets]:
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
+    targets = Targets(moved["volume_points"], moved["volume_labels"], moved["volume_weights"],
+                      moved["surface_points"].requires_grad_(True), moved["surface_normals"])
+    return moved["image"], targets
+
+
+def _all_ranks_finite(value: torch.Tensor, dist: Distributed) -> bool:
+    finite = torch.isfinite(value.detach()).all().float().reshape(1)
+    if dist.world_size > 1:
+        finite = finite.to("cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    return bool(finite.item())
+
+
+def _checkpoint(model: NeuralParts, optimizer, step: int, best: dict, cfg: Config) -> dict:
+    rng = {"torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "best": dict(best), "rng": rng, "config": config_module.to_dict(cfg),
+            "git_commit": git_commit()}
+
+
+def _save(path: str, model: NeuralParts, payload: dict) -> None:
+    """Write a checkpoint, refusing to store a model with non-finite weights."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UserError(f"model weights became non-finite; {path} was not written, the previous one is intact")
+    save_checkpoint(path, payload)
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_run_info(run_dir: str, cfg: Config, args: argparse.Namespace) -> None:
+    info = {"config": config_module.to_dict(cfg), "git_commit": git_commit(), "command": sys.argv}
+    temp = os.path.join(run_dir, "run.json.tmp")
+    with open(temp, "w") as file:
+        json.dump(info, file, indent=2)
+    os.replace(temp, os.path.join(run_dir, "run.json"))
+
+
+if __name__ == "__main__":
+    run_main(main)

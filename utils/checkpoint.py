@@ -1,0 +1,68 @@
+"""Self-describing checkpoints: written atomically, loaded safely, rebuilt without editing anything.
+
+A checkpoint is a dict with:
+    format_version  int, CHECKPOINT_VERSION
+    model           the model's state_dict (coupling masks included)
+    optimizer       the optimizer's state_dict
+    step            batches already trained
+    best            {"val_iou": float, "val_chamfer_l1": float}
+    rng             {"torch": ByteTensor, "cuda": list[ByteTensor]}
+    config          config.to_dict of the resolved config
+    git_commit      the commit the run started from ("unknown" outside git)
+Loading uses torch.load(weights_only=True): no pickled code can run.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+from utils.errors import UserError
+
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str, payload: dict) -> None:
+    """Write `payload` to `path` atomically: a temp file in the same directory, fsync, rename.
+
+    A crash at any moment leaves either the previous file or the new one, never a partial file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    except OSError as error:
+        raise UserError(f"cannot write checkpoint {path}: {error.strerror}; check the output directory") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_path, path)
+    except OSError as error:
+        os.unlink(temp_path)
+        raise UserError(f"cannot write checkpoint {path}: {error.strerror}; "
+                        f"free disk space or choose another --output-dir (earlier checkpoints are intact)") from None
+
+
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
+    """Load and validate a checkpoint written by `save_checkpoint`; any problem is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written by train.py")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"checkpoint {path} holds objects that are not plain tensors and was refused for safety "
+                        f"({str(error).splitlines()[0][:120]}); only load checkpoints written by train.py") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({str(error).splitlines()[0][:120]}); "
+                        f"use an earlier checkpoint of the run (e.g. best_model.pth)") from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise UserError(f"checkpoint {path} was not written by this project's train.py")
+    if payload["format_version"] != CHECKPOINT_VERSION:
+        raise UserError(f"checkpoint {path} has format version {payload['format_version']}, this code reads "
+                        f"version {CHECKPOINT_VERSION}; use the project version that wrote it")
+    return payload
