@@ -98,7 +98,8 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     An empty prediction gets EMPTY_PREDICTION_METRICS. Returns plain floats.
     """
     pred_points, pred_normals = _as_cloud(pred_points, "pred_points"), _as_cloud(pred_normals, "pred_normals")
-    target_points, target_normals = _as_cloud(target_points, "target_points"), _as_cloud(target_normals, "target_normals")
+    target_points = _as_cloud(target_points, "target_points")
+    target_normals = _as_cloud(target_normals, "target_normals")
     if len(pred_normals) != len(pred_points) or len(target_normals) != len(target_points):
         raise UserError(f"chamfer_metrics: {len(pred_points)} predicted / {len(target_points)} target points but "
                         f"{len(pred_normals)} / {len(target_normals)} normals; pass one normal per point")

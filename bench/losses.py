@@ -1,0 +1,142 @@
+"""Cost of the loss arithmetic and of the Chamfer metric on the CPU, at the authors' D-FAUST sizes.
+
+    python3 bench/losses.py [--batch 4] [--step-time SECONDS] [--repeats 7] [--threads 2]
+
+The losses get random predictions of the contract's shapes (B, M = 6, Nv = 5000, Ns = 1500, S = 200) as leaf
+tensors, so only the loss arithmetic (distances, reductions, BCE, forward + backward) is timed, not the INN that
+produces them (bench/model.py counts that); g_closest_surface is a sphere |x - c| - r of the surface points, so
+the normal term's double backward is timed through an analytic implicit. Budget: the losses under 10% of a
+training step (--step-time, default 2.7 s x B); the Chamfer metric for one frame (10,000 predicted vs 100,000
+target points, trees built inside) under 50 ms. Every time is the median of --repeats runs after one warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import trimesh  # noqa: E402
+
+from config import Config  # noqa: E402
+from losses import TERMS, total_loss  # noqa: E402
+from losses.metrics import chamfer_metrics, sample_union_surface  # noqa: E402
+from losses.targets import Targets  # noqa: E402
+from models.prediction import Prediction  # noqa: E402
+from utils.errors import run_main  # noqa: E402
+
+
+def make_batch(B: int, M: int, Nv: int, Ns: int, S: int, gen: torch.Generator) -> tuple[Prediction, Targets]:
+    """Body-scale inputs: target surface on a 0.5 m sphere, primitive points within ~5 cm of it."""
+    directions = torch.nn.functional.normalize(torch.randn(B, Ns, 3, generator=gen), dim=2)
+    surface_points = (0.5 * directions).requires_grad_()
+    y_prim = (0.5 * torch.nn.functional.normalize(torch.randn(B, S, M, 3, generator=gen), dim=3)
+              + 0.02 * torch.randn(B, S, M, 3, generator=gen)).requires_grad_()
+    on_surface = torch.rand(B, S, M, generator=gen) < 0.7
+    phi_volume = (0.05 * torch.randn(B, Nv, M, generator=gen)).requires_grad_()
+    centre = (0.01 * torch.randn(B, 1, 3, generator=gen)).requires_grad_()
+    g_closest = (surface_points - centre).norm(dim=2) - 0.5  # (B, Ns), stands in for the INN's g_m*
+    labels = (torch.rand(B, Nv, generator=gen) < 0.5).float()
+    weights = torch.where(labels > 0, 0.09, 1.91)  # the balanced draw's weights for a 4.5% interior
+    pred = Prediction(y_prim, on_surface, phi_volume, phi_volume.detach(), g_closest)
+    return pred, Targets(torch.rand(B, Nv, 3, generator=gen), labels, weights, surface_points, directions)
+
+
+def median_time(run, setup, repeats: int) -> float:
+    """Median seconds of run(setup()) over `repeats` runs, after one untimed warm-up; setup is not timed."""
+    run(setup())
+    times = []
+    for _ in range(repeats):
+        args = setup()
+        started = time.perf_counter()
+        run(args)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def bench_losses(args: argparse.Namespace, cfg: Config) -> None:
+    B, M, S = args.batch, cfg.model.n_primitives, cfg.model.n_sphere_points
+    Nv, Ns = cfg.data.n_volume_points, cfg.data.n_surface_points
+    gen = torch.Generator().manual_seed(0)
+    setup = lambda: make_batch(B, M, Nv, Ns, S, gen)  # noqa: E731
+    step = args.step_time if args.step_time > 0 else 2.7 * B
+    print(f"losses, forward + backward, B={B} M={M} Nv={Nv} Ns={Ns} S={S}; reference step {step:.2f} s")
+    print(f"{'term':<16}{'ms':>10}{'% of step':>12}")
+    for name, (term, _) in TERMS.items():
+        seconds = median_time(lambda batch: term(*batch, cfg.loss).backward(), setup, args.repeats)
+        print(f"{name:<16}{seconds * 1e3:>10.1f}{100 * seconds / step:>11.2f}%")
+    seconds = median_time(lambda batch: total_loss(*batch, cfg.loss)[0].backward(), setup, args.repeats)
+    verdict = "within" if seconds < 0.1 * step else "OVER"
+    print(f"{'total':<16}{seconds * 1e3:>10.1f}{100 * seconds / step:>11.2f}%   ({verdict} the 10% budget)")
+
+
+def bench_distance_modes(args: argparse.Namespace, cfg: Config) -> None:
+    """Why the reconstruction loss does not use torch.cdist's default matmul expansion."""
+    B, Ns, SM = args.batch, cfg.data.n_surface_points, cfg.model.n_sphere_points * cfg.model.n_primitives
+    gen = torch.Generator().manual_seed(1)
+    # a 1 x 2 x 1 m body box, primitive points ~2 cm from target points: distances as late in training
+    x = torch.rand(B, Ns, 3, generator=gen) * torch.tensor([1.0, 2.0, 1.0]) - torch.tensor([0.5, 0.75, 0.5])
+    y = x[:, torch.randint(0, Ns, (SM,), generator=gen)] + 0.01 * torch.randn(B, SM, 3, generator=gen)
+    exact = torch.cdist(x.double(), y.double(), compute_mode="donot_use_mm_for_euclid_dist").min(dim=2).values
+    print(f"\nfloat32 nearest-neighbour distances, {B}x{Ns} vs {SM} points (median NN {exact.median():.4f} m)")
+    print(f"{'cdist compute_mode':<32}{'max abs error m':>16}{'fwd+bwd ms':>12}")
+    for mode in ("use_mm_for_euclid_dist", "donot_use_mm_for_euclid_dist"):
+        error = (torch.cdist(x, y, compute_mode=mode).min(dim=2).values.double() - exact).abs().max()
+
+        def run(leaves, mode=mode):
+            dists = torch.cdist(*leaves, compute_mode=mode)
+            (dists.min(dim=2).values.mean() + dists.min(dim=1).values.mean()).backward()
+        seconds = median_time(run, lambda: (x.clone().requires_grad_(), y.clone().requires_grad_()), args.repeats)
+        print(f"{mode:<32}{float(error):>16.2e}{seconds * 1e3:>12.1f}")
+
+
+def bench_chamfer(args: argparse.Namespace, cfg: Config) -> None:
+    rng = np.random.default_rng(0)
+    n_pred, n_target = cfg.eval.n_chamfer_points, cfg.data.n_stored_points
+    u = rng.normal(size=(n_target, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    print(f"\nChamfer metric, one frame: {n_pred} predicted vs {n_target} target points (0.5 m sphere), "
+          "trees included; budget 50 ms")
+    print(f"{'prediction offset':<20}{'workers':>8}{'ms':>10}")
+    for offset in (0.0, 0.01, 0.05):
+        v = rng.normal(size=(n_pred, 3))
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        for workers in (-1, 1):
+            seconds = median_time(lambda _: chamfer_metrics((0.5 + offset) * v, v, 0.5 * u, u, workers=workers),
+                                  lambda: None, args.repeats)
+            print(f"{f'{offset * 100:.0f} cm':<20}{workers:>8}{seconds * 1e3:>10.1f}")
+
+    M = cfg.model.n_primitives
+    centres = 0.3 * rng.normal(size=(M, 3))
+    radii = np.full(M, cfg.model.sphere_radius)
+    meshes = [trimesh.creation.icosphere(subdivisions=4, radius=r).apply_translation(c) for c, r in zip(centres, radii)]
+    implicit = lambda p: np.linalg.norm(p[:, None] - centres[None], axis=2) - radii[None]  # noqa: E731
+    seconds = median_time(lambda _: sample_union_surface(meshes, implicit, n_pred, rng), lambda: None, args.repeats)
+    print(f"union-surface sampler, {M} spheres, analytic implicit (INN cost excluded): {seconds * 1e3:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4, help="B (default 4)")
+    parser.add_argument("--step-time", type=float, default=0.0,
+                        help="reference training-step seconds for the ratio (default 2.7 x B)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = Config()
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs (a load near or above the CPU count means contended timings)")
+    bench_losses(args, cfg)
+    bench_distance_modes(args, cfg)
+    bench_chamfer(args, cfg)
+
+
+if __name__ == "__main__":
+    run_main(main)
