@@ -1,0 +1,113 @@
+"""The training / evaluation Dataset over preprocessed frames (format: data/format.py)."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from config import DataConfig
+from data import format as fmt
+from data.preprocessed import SequenceReader
+from data.sampling import draw_volume_samples
+from data.splits import read_split_file, select_frames
+from utils.errors import UserError
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    """The preprocessed frames of `splits` (frames >= cfg.drop_first_frames), in sorted (sequence, frame) order.
+
+    dataset[i] draws with np.random.default_rng((seed, i)) (the same sample every time, for evaluation);
+    dataset[(i, draw_seed)] draws with np.random.default_rng(draw_seed) (a training sampler's choice).
+    An item is a dict of tensors, Nv = cfg.n_volume_points, Ns = cfg.n_surface_points, S = cfg.image_size:
+        image            (3, S, S) float32 in [0, 1] (not ImageNet-normalised: the model does that)
+        volume_points    (Nv, 3) float32, drawn with replacement from the stored points (balanced when
+                         cfg.balanced_sampling)
+        volume_labels    (Nv,) float32, 1 inside
+        volume_weights   (Nv,) float32, importance weights (all 1 without balancing)
+        surface_points   (Ns, 3) float32, a random contiguous window of the (shuffled) stored samples
+        surface_normals  (Ns, 3) float32, unit outward
+        index            () int64, i
+    HDF5 files are opened lazily in each process, so DataLoader workers (forked) each get their own handles.
+    """
+
+    def __init__(self, root: str, split_file: str, splits: tuple[str, ...], cfg: DataConfig, seed: int = 0):
+        self.root = Path(root)
+        self.cfg = cfg
+        self.seed = seed
+        if not self.root.is_dir():
+            raise UserError(f"preprocessed directory {self.root} not found; run preprocess/preprocess_dfaust.py "
+                            "or set data.preprocessed_dir")
+        wanted = select_frames(read_split_file(split_file), splits, cfg.drop_first_frames)
+        available = self._available_frames({sequence for sequence, _ in wanted})
+        self.frames: list[tuple[str, int]] = [item for item in wanted if item[1] in available.get(item[0], ())]
+        if not self.frames:
+            raise UserError(f"{self.root} holds none of the {len(wanted)} frames of splits {', '.join(splits)} "
+                            f"listed in {split_file}; run preprocess/preprocess_dfaust.py")
+        missing = len(wanted) - len(self.frames)
+        if missing:
+            first = next(item for item in wanted if item[1] not in available.get(item[0], ()))
+            warnings.warn(f"{missing} of {len(wanted)} frames of splits {', '.join(splits)} are not preprocessed "
+                          f"in {self.root} (first: {first[0]}:{first[1]}); using the other {len(self.frames)}")
+        self._readers: dict[str, SequenceReader] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, rng = (key[0], np.random.default_rng(key[1])) if isinstance(key, tuple) else \
+            (key, np.random.default_rng((self.seed, key)))
+        sequence_id, frame = self.frames[index]
+        reader = self._reader(sequence_id)
+        row = reader.row(frame)
+
+        inside = reader.labels(row)  # (P,)
+        draws, weights = draw_volume_samples(inside, self.cfg.n_volume_points, self.cfg.balanced_sampling, rng)
+        volume_points = reader.volume_points(row, draws)  # (Nv, 3)
+        start = int(rng.integers(0, reader.settings.n_points - self.cfg.n_surface_points + 1))
+        surface_points, surface_normals = reader.surface(row, start, start + self.cfg.n_surface_points)
+
+        return {
+            "image": self._image(reader, row),
+            "volume_points": torch.from_numpy(volume_points),
+            "volume_labels": torch.from_numpy(inside[draws].astype(np.float32)),
+            "volume_weights": torch.from_numpy(weights),
+            "surface_points": torch.from_numpy(surface_points),
+            "surface_normals": torch.from_numpy(surface_normals),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_readers": {}}  # open HDF5 handles do not pickle (spawned workers)
+
+    def _image(self, reader: SequenceReader, row: int) -> torch.Tensor:
+        image = reader.image(row)  # (H, W, 3) uint8
+        size = self.cfg.image_size
+        if image.shape[:2] != (size, size):
+            image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+        return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, S, S)
+
+    def _reader(self, sequence_id: str) -> SequenceReader:
+        if self._pid != os.getpid():  # a forked worker: the parent's handles are not ours to use
+            self._readers, self._pid = {}, os.getpid()
+        if sequence_id not in self._readers:
+            self._readers[sequence_id] = SequenceReader(fmt.sequence_path(self.root, sequence_id))
+        return self._readers[sequence_id]
+
+    def _available_frames(self, sequence_ids: set[str]) -> dict[str, set[int]]:
+        """Frames present per sequence file; checks each file can serve this config's windows."""
+        available = {}
+        for sequence_id in sorted(sequence_ids):
+            path = fmt.sequence_path(self.root, sequence_id)
+            if not path.is_file():
+                continue
+            with SequenceReader(path) as reader:
+                if reader.settings.n_points < self.cfg.n_surface_points:
+                    raise UserError(f"{path} stores {reader.settings.n_points} surface samples per frame, fewer "
+                                    f"than data.n_surface_points={self.cfg.n_surface_points}")
+                available[sequence_id] = {int(frame) for frame in reader.frames}
+        return available

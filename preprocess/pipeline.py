@@ -1,0 +1,214 @@
+"""Preprocess D-FAUST: plan a shard's frames, compute them in worker processes, merge each sequence's file.
+
+Frames are computed by `--workers` processes forked before anything renders (the parent never renders: a
+process forked after creating a GL context hangs). Each worker renders with its own lazily created renderer
+and writes its frame as a part file; the parent merges a sequence's parts once all are there (preprocess/store.py).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from config import DataConfig
+from data import format as fmt
+from data.splits import read_split_file, select_frames
+from preprocess import store
+from preprocess.dfaust_source import DfaustSource, RawSequence, SequenceError
+from preprocess.frames import process_frame
+from utils.errors import UserError
+
+
+@dataclass
+class Job:
+    sequence: RawSequence
+    frames: list[int]  # ascending, all within the raw sequence
+
+
+@dataclass
+class Summary:
+    frames: int = 0  # frames of this shard's sequences that are preprocessed now
+    computed: int = 0  # of which computed by this run (the rest were finished before)
+    sequences: int = 0  # sequence files of this shard that are complete now
+    failed: list[str] = field(default_factory=list)  # one line per skipped sequence
+    seconds: float = 0.0  # wall time of this run
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # summed over workers
+    frames_outside: int = 0  # frames with part of the surface outside the volume box
+    worst_outside: tuple[str, int, float] = ("", 0, 0.0)  # (sequence, frame, fraction) with the largest part
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/N' -> (i, N), 0 <= i < N: this machine takes the sequences whose sorted position is i modulo N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise UserError(f"--shard {text!r} must be i/N with 0 <= i < N, e.g. 0/4 ... 3/4")
+    return int(index), int(count)
+
+
+def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, workers: int,
+        shard: tuple[int, int] = (0, 1), progress: bool = True) -> Summary:
+    """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard."""
+    started = time.perf_counter()
+    settings = fmt.Settings.from_config(data)
+    rows = read_split_file(split_file)
+    listed = defaultdict(list)
+    for sequence_id, frame in select_frames(rows, {row.split for row in rows}, data.drop_first_frames):
+        listed[sequence_id].append(frame)
+    source = DfaustSource(dataset_dir)
+    root = _prepare_output(Path(output_dir))
+    summary = Summary()
+    try:
+        jobs = _plan(source, listed, shard, split_file, dataset_dir, summary)
+        bar = tqdm(total=sum(len(job.frames) for job in jobs), unit="frame", desc="preprocess", disable=not progress,
+                   smoothing=0.1)
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) if workers > 0 else _InProcess() as pool:
+            for job in jobs:
+                _run_job(job, source, root, settings, pool, bar, summary)
+        bar.close()
+    finally:
+        source.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _plan(source: DfaustSource, listed: dict[str, list[int]], shard: tuple[int, int], split_file: str,
+          dataset_dir: str, summary: Summary) -> list[Job]:
+    """This shard's jobs; warns once about absent sequences and once about frames past a sequence's end."""
+    resolved = {sequence_id: source.resolve(sequence_id) for sequence_id in sorted(listed)}
+    absent = [sequence_id for sequence_id, sequence in resolved.items() if sequence is None]
+    if len(absent) == len(resolved):
+        raise UserError(f"none of the {len(resolved)} sequences listed in {split_file} is in {dataset_dir}")
+    if absent:
+        warnings.warn(f"{len(absent)} of {len(resolved)} sequences listed in {split_file} are not in {dataset_dir} "
+                      f"and are skipped: {', '.join(absent)}")
+    index, count = shard
+    jobs, beyond = [], []
+    for position, (sequence_id, sequence) in enumerate(resolved.items()):
+        if position % count != index or sequence is None:
+            continue
+        try:
+            n_frames = source.check(sequence)
+        except SequenceError as error:
+            _skip(summary, str(error))
+            continue
+        frames = [frame for frame in listed[sequence_id] if frame < n_frames]
+        if len(frames) < len(listed[sequence_id]):
+            beyond.append(f"{sequence_id} ({len(listed[sequence_id]) - len(frames)} of {n_frames})")
+        if frames:
+            jobs.append(Job(sequence, frames))
+        else:
+            _skip(summary, f"{sequence.path}:{sequence.key}: none of its listed frames is within its {n_frames} frames")
+    if beyond:
+        warnings.warn(f"listed frames past the end of their sequence are skipped: {', '.join(beyond)}")
+    return jobs
+
+
+def _run_job(job: Job, source: DfaustSource, root: Path, settings: fmt.Settings, pool, bar: tqdm,
+             summary: Summary) -> None:
+    sequence_id = job.sequence.sequence_id
+    if store.is_finished(root, sequence_id, settings, job.frames):
+        store.remove_parts(root, sequence_id)  # left behind if a run was killed right after the merge
+        bar.update(len(job.frames))
+    else:
+        try:
+            _complete_sequence(job, source, root, settings, pool, bar, summary)
+        except SequenceError as error:
+            _skip(summary, str(error))
+            return
+        except OSError as error:  # reading the raw data raises UserError instead: this is a failed write
+            raise UserError(f"cannot write {error.filename or root}: {error.strerror or error}; finished frames "
+                            "are kept, fix this and rerun to continue") from None
+    summary.frames += len(job.frames)
+    summary.sequences += 1
+    _report_outside(root, sequence_id, summary)
+
+
+def _complete_sequence(job: Job, source: DfaustSource, root: Path, settings: fmt.Settings, pool, bar: tqdm,
+                       summary: Summary) -> None:
+    """Compute the frames that have no part yet, then merge all parts into the sequence file."""
+    sequence = job.sequence
+    store.remove_leftovers(root, sequence.sequence_id)
+    done = store.finished_parts(root, sequence.sequence_id, settings)
+    todo = [frame for frame in job.frames if frame not in done]
+    bar.update(len(job.frames) - len(todo))
+    faces = source.faces(sequence)
+    if todo:
+        try:
+            vertices = source.load(sequence, todo)  # (K, V, 3)
+        except OSError as error:
+            raise UserError(f"cannot read {sequence.path}:{sequence.key}: {error}") from None
+        tasks = [(str(root), sequence.sequence_id, frame, frame_vertices, faces, settings)
+                 for frame, frame_vertices in zip(todo, vertices)]
+        for timings in pool.imap_unordered(_compute_and_store, tasks):
+            bar.update(1)
+            summary.computed += 1
+            for stage, seconds in timings.items():
+                summary.stage_seconds[stage] += seconds
+    store.merge_sequence(root, sequence.sequence_id, sequence.key, faces, job.frames, settings)
+
+
+def _compute_and_store(task) -> dict[str, float]:
+    """Worker: compute one frame, write its part; returns seconds per stage including "write"."""
+    root, sequence_id, frame, vertices, faces, settings = task
+    record, timings = process_frame(sequence_id, frame, vertices, faces, settings)
+    start = time.perf_counter()
+    store.write_part(Path(root), sequence_id, settings, record)
+    timings["write"] = time.perf_counter() - start
+    return timings
+
+
+def _report_outside(root: Path, sequence_id: str, summary: Summary) -> None:
+    """Warn when part of the body lies outside the volume box (its occupancy is then not supervised)."""
+    with h5py.File(fmt.sequence_path(root, sequence_id), "r") as file:
+        fractions = file["outside_fraction"][()]
+        frames = file["frames"][()]
+    outside = np.flatnonzero(fractions > 0)
+    if len(outside) == 0:
+        return
+    worst = int(np.argmax(fractions))
+    summary.frames_outside += len(outside)
+    if fractions[worst] > summary.worst_outside[2]:
+        summary.worst_outside = (sequence_id, int(frames[worst]), float(fractions[worst]))
+    warnings.warn(f"{sequence_id}: {len(outside)} of {len(frames)} frames have part of the body outside the "
+                  f"volume box (up to {fractions[worst]:.2%} of the surface, frame {frames[worst]}); "
+                  "occupancy labels cover only the part inside")
+
+
+def _skip(summary: Summary, message: str) -> None:
+    summary.failed.append(message)
+    warnings.warn(f"skipping sequence: {message}")
+
+
+def _prepare_output(root: Path) -> Path:
+    """Create the output directory and check that it takes files."""
+    probe = root / f".write-test-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"output directory {root} is not writable: {error.strerror or error}") from None
+    return root
+
+
+class _InProcess:
+    """`--workers 0`: compute in this process (debugging, tests); same interface as the Pool used here."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap_unordered(function, tasks):
+        return map(function, tasks)

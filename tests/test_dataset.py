@@ -1,0 +1,113 @@
+"""FrameDataset: item contract, deterministic draws, frame selection, image resizing, DataLoader workers."""
+import dataclasses
+
+import igl
+import numpy as np
+import pytest
+import torch
+
+from config import DataConfig
+from data.dataset import FrameDataset
+from data.preprocessed import read_frame
+from preprocess import pipeline
+from tests.analytic_dfaust import body_mesh, small_dataset, write_split
+from utils.errors import UserError
+
+CFG = DataConfig(n_stored_points=20_000, n_volume_points=3000, n_surface_points=1500)
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory) -> dict:
+    """Frames 20-22 of two sequences of a moving sphere (train: 50004_hips, test: 50004_running_on_spot)."""
+    directory = tmp_path_factory.mktemp("dataset")
+    data = small_dataset(directory, n_frames=23)
+    pipeline.run(data["dataset_dir"], directory / "out", data["split_file"], CFG, workers=0, progress=False)
+    return {"root": str(directory / "out"), "split_file": str(data["split_file"]), "mesh": data["mesh"]}
+
+
+def test_item_contract(preprocessed):
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train", "test"), CFG)
+    assert len(dataset) == 6
+    assert dataset.frames == [("50004_hips", 20), ("50004_hips", 21), ("50004_hips", 22),
+                              ("50004_running_on_spot", 20), ("50004_running_on_spot", 21),
+                              ("50004_running_on_spot", 22)]
+    item = dataset[4]
+    shapes = {"image": (3, 224, 224), "volume_points": (3000, 3), "volume_labels": (3000,),
+              "volume_weights": (3000,), "surface_points": (1500, 3), "surface_normals": (1500, 3), "index": ()}
+    assert {key: tuple(value.shape) for key, value in item.items()} == shapes
+    assert item["index"].dtype == torch.int64 and int(item["index"]) == 4
+    assert all(item[key].dtype == torch.float32 for key in shapes if key != "index")
+    assert 0.0 <= item["image"].min() and item["image"].max() == 1.0  # white background, not normalised
+    assert set(item["volume_labels"].unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(item["surface_normals"].norm(dim=1), torch.ones(1500))
+
+
+def test_items_are_consistent_with_the_mesh(preprocessed):
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("test",), CFG)
+    item = dataset[1]  # 50004_running_on_spot frame 21: the sphere moved 21 x 5 mm along x
+    mesh = body_mesh()
+    vertices = mesh.vertices + [21 * 0.005, 0.0, 0.0]
+    winding = igl.winding_number(vertices, mesh.faces, item["volume_points"].double().numpy())
+    np.testing.assert_array_equal(item["volume_labels"].numpy(), winding > 0.5)
+    radius = np.linalg.norm(item["surface_points"].numpy() - [21 * 0.005, 0.25, 0.0], axis=1)
+    assert np.abs(radius - 0.35).max() < 0.01  # on the icosphere (its faces cut inside the sphere by < 1 cm)
+    frame = read_frame(preprocessed["root"], "50004_running_on_spot", 21)
+    inside_fraction = frame.volume_labels.mean()
+    weights = item["volume_weights"].numpy()
+    labels = item["volume_labels"].numpy().astype(bool)
+    np.testing.assert_allclose(weights[labels], 2 * inside_fraction, rtol=1e-6)
+    np.testing.assert_allclose(weights[~labels], 2 * (1 - inside_fraction), rtol=1e-6)
+
+
+def test_draws_are_deterministic_per_key(preprocessed):
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), CFG, seed=5)
+    first, again = dataset[1], dataset[1]
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    assert not torch.equal(dataset[1]["volume_points"], FrameDataset(
+        preprocessed["root"], preprocessed["split_file"], ("train",), CFG, seed=6)[1]["volume_points"])
+    drawn, redrawn, other = dataset[(1, 123)], dataset[(1, 123)], dataset[(1, 124)]
+    assert all(torch.equal(drawn[key], redrawn[key]) for key in drawn)
+    assert not torch.equal(drawn["surface_points"], other["surface_points"])
+    assert torch.equal(drawn["image"], other["image"]) and int(drawn["index"]) == 1
+
+
+def test_uniform_sampling_and_whole_surface(preprocessed):
+    cfg = dataclasses.replace(CFG, balanced_sampling=False, n_surface_points=20_000)
+    item = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), cfg)[0]
+    assert (item["volume_weights"] == 1).all()
+    assert 0.05 < item["volume_labels"].mean() < 0.15  # the sphere's share of the box
+    frame = read_frame(preprocessed["root"], "50004_hips", 20)
+    np.testing.assert_array_equal(item["surface_points"].numpy(), frame.surface_points)  # the only window
+
+
+def test_image_is_resized_to_the_configured_size(preprocessed):
+    cfg = dataclasses.replace(CFG, image_size=112)
+    image = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), cfg)[0]["image"]
+    assert image.shape == (3, 112, 112)
+    full = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), CFG)[0]["image"]
+    assert abs(float(image.mean()) - float(full.mean())) < 0.01
+
+
+def test_frame_selection(preprocessed, tmp_path):
+    split = write_split(tmp_path / "split.csv", [("50004_hips", 19, "train"), ("50004_hips", 21, "train"),
+                                                 ("50004_hips", 30, "train"), ("50004_hips", 22, "val")])
+    with pytest.warns(UserWarning, match="1 of 2 frames of splits train are not preprocessed"):
+        dataset = FrameDataset(preprocessed["root"], str(split), ("train",), CFG)
+    assert dataset.frames == [("50004_hips", 21)]  # 19 < drop_first_frames, 30 missing, 22 is val
+    absent = write_split(tmp_path / "absent.csv", [("50004_hips", 30, "test"), ("50004_knees", 20, "test")])
+    with pytest.raises(UserError, match="holds none of the 2 frames of splits test"):
+        FrameDataset(preprocessed["root"], str(absent), ("test",), CFG)
+    with pytest.raises(UserError, match="nowhere not found"):
+        FrameDataset(str(tmp_path / "nowhere"), str(split), ("train",), CFG)
+    too_many = dataclasses.replace(CFG, n_surface_points=20_001)
+    with pytest.raises(UserError, match="stores 20000 surface samples"):
+        FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), too_many)
+
+
+def test_dataloader_workers_open_their_own_files(preprocessed):
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train", "test"), CFG)
+    dataset[0]  # the parent holds open handles before the workers fork
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
+    batches = list(loader)
+    assert torch.equal(torch.cat([batch["index"] for batch in batches]), torch.arange(6))
+    assert torch.equal(batches[1]["volume_points"][2], dataset[5]["volume_points"])
