@@ -44,6 +44,9 @@ def test_weighted_iou_small_case_by_hand():
     weights = torch.tensor([[2.0, 3.0, 5.0, 7.0]])
     # predicted inside (G <= 0): points 0 and 2; intersection {0} = 2; union {0, 1, 2} = 2 + 3 + 5
     torch.testing.assert_close(weighted_iou(phi, labels, weights), torch.tensor([0.2]))
+    # the authors' max(1, .) on the weighted union: a perfect prediction of total weight 0.5 scores 0.5
+    torch.testing.assert_close(weighted_iou(phi, labels, weights / 20), torch.tensor([0.1]))
+    torch.testing.assert_close(weighted_iou(phi[:, :1], labels[:, :1], torch.tensor([[0.5]])), torch.tensor([0.5]))
 
 
 def test_weighted_iou_concentric_spheres_is_volume_ratio():
