@@ -17,8 +17,7 @@ import re
 import torch
 
 import config as config_module
-from models.neural_parts import NeuralParts
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_model
 from utils.errors import UserError, run_main
 from utils.evaluation import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
 from utils.runtime import select_device, set_threads
@@ -36,20 +35,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override eval.* / train.device / train.threads, e.g. --set eval.batch_size=8")
     return parser.parse_args(argv)
-
-
-def load_model(checkpoint_path: str, device: torch.device) -> tuple[NeuralParts, config_module.Config]:
-    """Rebuild the exact model of a checkpoint (any number of primitives) in eval mode."""
-    payload = load_checkpoint(checkpoint_path)
-    cfg = config_module.from_dict(payload["config"])
-    cfg.model.pretrained = "false"  # the checkpoint carries every weight
-    model = NeuralParts(cfg.model)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint {checkpoint_path} does not match this code's model "
-                        f"({str(error).splitlines()[1].strip()[:120]}); use the project version that wrote it") from None
-    return model.to(device).eval(), cfg
 
 
 def motion_of(sequence_id: str) -> str:

@@ -20,6 +20,8 @@ import zipfile
 
 import torch
 
+import config as config_module
+from models.neural_parts import NeuralParts
 from utils.errors import UserError
 
 CHECKPOINT_VERSION = 1
@@ -66,3 +68,17 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
         raise UserError(f"checkpoint {path} has format version {payload['format_version']}, this code reads "
                         f"version {CHECKPOINT_VERSION}; use the project version that wrote it")
     return payload
+
+
+def load_model(checkpoint_path: str, device: torch.device) -> tuple[NeuralParts, config_module.Config]:
+    """Rebuild the exact model of a checkpoint (any number of primitives) in eval mode."""
+    payload = load_checkpoint(checkpoint_path)
+    cfg = config_module.from_dict(payload["config"])
+    cfg.model.pretrained = "false"  # the checkpoint carries every weight
+    model = NeuralParts(cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint {checkpoint_path} does not match this code's model "
+                        f"({str(error).splitlines()[1].strip()[:120]}); use the project version that wrote it") from None
+    return model.to(device).eval(), cfg

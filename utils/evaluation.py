@@ -41,7 +41,9 @@ def evaluate_frames(model: NeuralParts, dataset: FrameDataset, cfg: EvalConfig, 
     n_frames = len(dataset) if max_frames <= 0 else min(max_frames, len(dataset))
     indices = np.linspace(0, len(dataset) - 1, n_frames).round().astype(int) if n_frames else []
     subset = torch.utils.data.Subset(dataset, list(indices))
-    loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers)
+    # A private generator: evaluating must not consume the global RNG (a resumed run would diverge).
+    loader = DataLoader(subset, batch_size=cfg.batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator())
     rng = np.random.default_rng(cfg.seed)
     bar = tqdm(total=n_frames, desc="evaluate", unit="frame", disable=not progress, leave=False)
     for batch in loader:
