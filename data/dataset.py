@@ -89,7 +89,9 @@ class FrameDataset(torch.utils.data.Dataset):
         size = self.cfg.image_size
         if image.shape[:2] != (size, size):
             image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-        return torch.from_numpy(image).permute(2, 0, 1).float() / 255.0  # (3, S, S)
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # (3, S, S)
+        chw /= 255.0
+        return torch.from_numpy(chw)
 
     def _reader(self, sequence_id: str) -> SequenceReader:
         if self._pid != os.getpid():  # a forked worker: the parent's handles are not ours to use

@@ -13,6 +13,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -71,8 +72,14 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
                    smoothing=0.1)
         context = multiprocessing.get_context("fork")
         with context.Pool(workers) if workers > 0 else _InProcess() as pool:
-            for job in jobs:
-                _run_job(job, source, root, settings, pool, bar, summary)
+            running = None
+            for job in jobs:  # queue a sequence's frames before merging the previous one: workers never wait
+                queued = _start(job, source, root, settings, pool, bar, summary)
+                if running is not None:
+                    _finish(running, root, settings, bar, summary)
+                running = queued
+            if running is not None:
+                _finish(running, root, settings, bar, summary)
         bar.close()
     finally:
         source.close()
@@ -112,48 +119,68 @@ def _plan(source: DfaustSource, listed: dict[str, list[int]], shard: tuple[int, 
     return jobs
 
 
-def _run_job(job: Job, source: DfaustSource, root: Path, settings: fmt.Settings, pool, bar: tqdm,
-             summary: Summary) -> None:
-    sequence_id = job.sequence.sequence_id
-    if store.is_finished(root, sequence_id, settings, job.frames):
-        store.remove_parts(root, sequence_id)  # left behind if a run was killed right after the merge
-        bar.update(len(job.frames))
-    else:
-        try:
-            _complete_sequence(job, source, root, settings, pool, bar, summary)
-        except SequenceError as error:
-            _skip(summary, str(error))
-            return
-        except OSError as error:  # reading the raw data raises UserError instead: this is a failed write
-            raise UserError(f"cannot write {error.filename or root}: {error.strerror or error}; finished frames "
-                            "are kept, fix this and rerun to continue") from None
-    summary.frames += len(job.frames)
-    summary.sequences += 1
-    _report_outside(root, sequence_id, summary)
+@dataclass
+class _Running:
+    """A sequence whose missing frames are queued in the pool."""
+
+    job: Job
+    faces: np.ndarray
+    results: Iterator[dict[str, float]]  # one per queued frame: seconds per stage
 
 
-def _complete_sequence(job: Job, source: DfaustSource, root: Path, settings: fmt.Settings, pool, bar: tqdm,
-                       summary: Summary) -> None:
-    """Compute the frames that have no part yet, then merge all parts into the sequence file."""
+def _start(job: Job, source: DfaustSource, root: Path, settings: fmt.Settings, pool, bar: tqdm,
+           summary: Summary) -> _Running | None:
+    """Queue the frames of `job` that have no part yet; None when the sequence is finished or skipped."""
     sequence = job.sequence
-    store.remove_leftovers(root, sequence.sequence_id)
-    done = store.finished_parts(root, sequence.sequence_id, settings)
+    try:
+        if store.is_finished(root, sequence.sequence_id, settings, job.frames):
+            store.remove_parts(root, sequence.sequence_id)  # left behind if a run was killed right after a merge
+            bar.update(len(job.frames))
+            _count_finished(job, root, summary)
+            return None
+        store.remove_leftovers(root, sequence.sequence_id)
+        done = store.finished_parts(root, sequence.sequence_id, settings)
+    except OSError as error:
+        raise _write_error(error, root) from None
     todo = [frame for frame in job.frames if frame not in done]
     bar.update(len(job.frames) - len(todo))
     faces = source.faces(sequence)
-    if todo:
-        try:
-            vertices = source.load(sequence, todo)  # (K, V, 3)
-        except OSError as error:
-            raise UserError(f"cannot read {sequence.path}:{sequence.key}: {error}") from None
-        tasks = [(str(root), sequence.sequence_id, frame, frame_vertices, faces, settings)
-                 for frame, frame_vertices in zip(todo, vertices)]
-        for timings in pool.imap_unordered(_compute_and_store, tasks):
+    try:
+        vertices = source.load(sequence, todo) if todo else []  # (K, V, 3)
+    except SequenceError as error:
+        _skip(summary, str(error))
+        return None
+    except OSError as error:
+        raise UserError(f"cannot read {sequence.path}:{sequence.key}: {error}") from None
+    tasks = [(str(root), sequence.sequence_id, frame, frame_vertices, faces, settings)
+             for frame, frame_vertices in zip(todo, vertices)]
+    return _Running(job, faces, pool.imap_unordered(_compute_and_store, tasks))
+
+
+def _finish(running: _Running, root: Path, settings: fmt.Settings, bar: tqdm, summary: Summary) -> None:
+    """Collect the sequence's frames as the workers finish them, then merge its parts into its file."""
+    sequence = running.job.sequence
+    try:
+        for timings in running.results:
             bar.update(1)
             summary.computed += 1
             for stage, seconds in timings.items():
                 summary.stage_seconds[stage] += seconds
-    store.merge_sequence(root, sequence.sequence_id, sequence.key, faces, job.frames, settings)
+        store.merge_sequence(root, sequence.sequence_id, sequence.key, running.faces, running.job.frames, settings)
+    except OSError as error:
+        raise _write_error(error, root) from None
+    _count_finished(running.job, root, summary)
+
+
+def _write_error(error: OSError, root: Path) -> UserError:
+    return UserError(f"cannot write {error.filename or root}: {error.strerror or error}; finished frames are kept, "
+                     "fix this and rerun to continue")
+
+
+def _count_finished(job: Job, root: Path, summary: Summary) -> None:
+    summary.frames += len(job.frames)
+    summary.sequences += 1
+    _report_outside(root, job.sequence.sequence_id, summary)
 
 
 def _compute_and_store(task) -> dict[str, float]:

@@ -105,7 +105,7 @@ def merge_sequence(root: Path, sequence_id: str, source_key: str, faces: np.ndar
     directory = part_directory(root, sequence_id, settings)
     first = read_part(directory / f"{frames[0]:05d}{PART_SUFFIX}")
     n_frames, n_vertices, n_points = len(frames), len(first.vertices), settings.n_points
-    point_chunk = min(fmt.POINT_CHUNK, n_points)
+    point_chunk = fmt.point_chunk(n_points)
     path = fmt.sequence_path(root, sequence_id)
     with atomic_file(path) as temporary:
         with h5py.File(temporary, "w") as file:
