@@ -59,6 +59,12 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
     """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard."""
     started = time.perf_counter()
     settings = fmt.Settings.from_config(data)
+    if settings.n_points < 1 or settings.image_size < 1:
+        raise UserError(f"data.n_stored_points={settings.n_points} and data.image_size={settings.image_size} "
+                        "must be positive")
+    if not all(low < high for low, high in zip(settings.box_min, settings.box_max)):
+        raise UserError(f"data.volume_box_min {settings.box_min} must lie below data.volume_box_max "
+                        f"{settings.box_max} on every axis")
     rows = read_split_file(split_file)
     listed = defaultdict(list)
     for sequence_id, frame in select_frames(rows, {row.split for row in rows}, data.drop_first_frames):

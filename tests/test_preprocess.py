@@ -275,8 +275,8 @@ def test_full_disk_keeps_finished_work(tmp_path, monkeypatch):
 
 # --- bad input ------------------------------------------------------------------------------------------
 
-def _run(data: dict, out: Path, **changes):
-    arguments = dict(dataset_dir=data["dataset_dir"], output_dir=out, split_file=data["split_file"], data=SMALL,
+def _run(dataset: dict, out: Path, **changes):
+    arguments = dict(dataset_dir=dataset["dataset_dir"], output_dir=out, split_file=dataset["split_file"], data=SMALL,
                      workers=0, progress=False)
     arguments.update(changes)
     return pipeline.run(**arguments)
@@ -301,6 +301,7 @@ def test_fatal_inputs_raise_one_line(tmp_path):
     cases.append((dict(dataset_dir=no_faces), "registrations_f.hdf5 has no 'faces'"))
     cases.append((dict(dataset_dir=tmp_path / "raw", split_file=write_split(
         tmp_path / "unknown.csv", [("50009_hips", 30, "train")])), "none of the 1 sequences"))
+    cases.append((dict(data=dataclasses.replace(SMALL, volume_box_max=(0.5, -0.8, 0.5))), "volume_box_min"))
     for changes, message in cases:
         with pytest.raises(UserError, match=message) as caught:
             _run(data, out, **changes)
