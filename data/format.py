@@ -27,8 +27,8 @@ reader rebuilds point = v0 + b1 (v1 - v0) + b2 (v2 - v0) and normal = the unit f
 Error bounds (decoded float32 value minus the value the writer sampled):
   * vertices, faces, labels, images: exact (PNG is lossless).
   * surface points: each barycentric weight is off by at most 0.5/65535, so a point moves by at most
-    (|v1 - v0| + |v2 - v0|) * 7.63e-6 <= 1.53e-5 x the face's longest edge (D-FAUST edges are under 5 cm:
-    < 8e-7 m), staying in the face's plane; plus float32 rounding (~6e-8 m at 1 m).
+    (|v1 - v0| + |v2 - v0|) * 7.63e-6 <= 1.53e-5 x the face's longest edge (1.5e-7 m for a 1 cm edge,
+    the size of a body-mesh face), staying in the face's plane; plus float32 rounding (~6e-8 m at 1 m).
   * surface normals: recomputed from the stored vertices, so exact up to float32 rounding (~1e-7).
   * volume points: exact. They are not stored: they are a pure integer function of (volume_seed, index)
     (SplitMix64, no library random stream), so every reader regenerates the writer's float32 points bit for
