@@ -123,11 +123,10 @@ class CouplingLayer(nn.Module):
     def scale_shift(self, x: torch.Tensor, projection: Projection, coupling: torch.Tensor,
                     k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """s, t for coordinate k. x: (..., 3); coupling: (..., 2H) broadcastable; k: (1,) -> s, t: (..., 1)."""
-        H = self.hidden_size
         h = self.first_projection(projection(x, self.mask))  # (..., 2H)
-        h = h.add_(coupling).relu_()
-        s = F.linear(self.s_hidden(h[..., :H]).relu_(), self.s_out.weight[k], self.s_out.bias[k])  # (..., 1)
-        t = F.linear(self.t_hidden(h[..., H:]).relu_(), self.t_out.weight[k], self.t_out.bias[k])  # (..., 1)
+        h_s, h_t = h.add_(coupling).relu_().split(self.hidden_size, dim=-1)  # split's backward is one cat
+        s = F.linear(self.s_hidden(h_s).relu_(), self.s_out.weight[k], self.s_out.bias[k])  # (..., 1)
+        t = F.linear(self.t_hidden(h_t).relu_(), self.t_out.weight[k], self.t_out.bias[k])  # (..., 1)
         # Under bf16 autocast s and t come out in bf16; the coordinates stay in the points' precision.
         return F.hardtanh(s, -self.s_bound, self.s_bound).to(x.dtype), t.to(x.dtype)
 

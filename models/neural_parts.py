@@ -4,8 +4,9 @@ g_m(x) = |phi^-1(x; C_m)| - r is < 0 inside primitive m; the shape is the union,
 C_m = [image feature (256), learned embedding of primitive m (256)] (B, M, 512).
 
 Work that needs no gradient (signs for the euclidean implicit, phi_surface, the on-surface test, evaluation) runs
-in blocks of points on the CPU: a block's temporaries stay in cache and are reused by the allocator instead of being
-mapped and faulted in afresh, which doubles the speed of these large, gradient-free evaluations.
+in blocks of points. On the CPU a block's temporaries stay in cache and are reused by the allocator instead of being
+mapped and faulted in afresh, which doubles the speed of these large evaluations; on a GPU the blocks only bound
+memory (e.g. 100,000 evaluation points x M primitives).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from models.inn import Conditioning, ConditionalNVP
 from models.prediction import Prediction
 from utils.errors import UserError
 
-BLOCK_ROWS = {"cpu": 2048}  # (point, primitive) rows per block of gradient-free work; other devices: no blocks
+# (point, primitive) rows per block of gradient-free work: cache-sized on the CPU; on a GPU only a memory bound.
+BLOCK_ROWS = {"cpu": 2048, "cuda": 1 << 18}
 
 
 class NeuralParts(nn.Module):

@@ -56,6 +56,22 @@ def test_implicit_is_negative_inside_and_positive_outside_each_primitive():
             assert torch.allclose(g_all[..., 0], g_own[..., 0], atol=1e-6)
 
 
+def test_state_dict_round_trip_carries_the_coupling_masks():
+    source = make_model(seed=27).eval()
+    seed = next(s for s in range(100) if not torch.equal(_masks(make_model(seed=s)), _masks(source)))
+    target = make_model(seed=seed).eval()
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(_masks(target), _masks(source))
+    images, volume, _ = batch()
+    with torch.no_grad():
+        assert torch.equal(target.implicit(volume, target.conditioning(images)),
+                           source.implicit(volume, source.conditioning(images)))
+
+
+def _masks(model: NeuralParts) -> torch.Tensor:
+    return torch.stack([layer.mask for layer in model.inn.layers])
+
+
 def test_gradient_free_blocks_match_the_single_pass(monkeypatch):
     model = make_model().eval()
     images, volume, _ = batch()
