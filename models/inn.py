@@ -122,11 +122,16 @@ class CouplingLayer(nn.Module):
 
     def scale_shift(self, x: torch.Tensor, projection: Projection, coupling: torch.Tensor,
                     k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """s, t for coordinate k. x: (..., 3); coupling: (..., 2H) broadcastable; k: (1,) -> s, t: (..., 1)."""
-        h = self.first_projection(projection(x, self.mask))  # (..., 2H)
-        h_s, h_t = h.add_(coupling).relu_().split(self.hidden_size, dim=-1)  # split's backward is one cat
-        s = F.linear(self.s_hidden(h_s).relu_(), self.s_out.weight[k], self.s_out.bias[k])  # (..., 1)
-        t = F.linear(self.t_hidden(h_t).relu_(), self.t_out.weight[k], self.t_out.bias[k])  # (..., 1)
+        """s, t for coordinate k. x: (..., 3); coupling: (..., 2H) broadcastable; k: (1,) -> s, t: (P, 1).
+
+        The nets run on the P = x[..., 0].numel() rows as 2-D matrices (fused bias, strided halves without copies);
+        the point layout is needed only to broadcast-add the per-primitive coupling term.
+        """
+        h = self.first_projection(projection(x.reshape(-1, 3), self.mask))  # (P, 2H)
+        h.view(*x.shape[:-1], -1).add_(coupling)
+        h_s, h_t = h.relu_().split(self.hidden_size, dim=-1)  # (P, H) each; split's backward is one cat
+        s = F.linear(self.s_hidden(h_s).relu_(), self.s_out.weight[k], self.s_out.bias[k])  # (P, 1)
+        t = F.linear(self.t_hidden(h_t).relu_(), self.t_out.weight[k], self.t_out.bias[k])  # (P, 1)
         # Under bf16 autocast s and t come out in bf16; the coordinates stay in the points' precision.
         return F.hardtanh(s, -self.s_bound, self.s_bound).to(x.dtype), t.to(x.dtype)
 
@@ -134,15 +139,15 @@ class CouplingLayer(nn.Module):
         """Sphere -> world. x: (..., 3) -> (..., 3)."""
         k = torch.argmin(self.mask, dim=0, keepdim=True)  # (1,) the rewritten coordinate
         s, t = self.scale_shift(x, projection, coupling, k)
-        rewritten = (x.index_select(-1, k) - t) * torch.exp(-s)  # (..., 1)
-        return torch.where(self.mask.bool(), x, rewritten)
+        rewritten = (x.reshape(-1, 3).index_select(-1, k) - t) * torch.exp(-s)  # (P, 1)
+        return torch.where(self.mask.bool(), x, rewritten.view(*x.shape[:-1], 1))
 
     def inverse(self, y: torch.Tensor, projection: Projection, coupling: torch.Tensor) -> torch.Tensor:
         """World -> sphere. y: (..., 3) -> (..., 3)."""
         k = torch.argmin(self.mask, dim=0, keepdim=True)  # (1,)
         s, t = self.scale_shift(y, projection, coupling, k)
-        rewritten = y.index_select(-1, k) * torch.exp(s) + t  # (..., 1)
-        return torch.where(self.mask.bool(), y, rewritten)
+        rewritten = y.reshape(-1, 3).index_select(-1, k) * torch.exp(s) + t  # (P, 1)
+        return torch.where(self.mask.bool(), y, rewritten.view(*y.shape[:-1], 1))
 
 
 def _head(in_size: int, out_size: int, hidden: int = 256) -> nn.Sequential:
