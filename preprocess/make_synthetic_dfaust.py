@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from config import DataConfig  # noqa: E402
+from preprocess.dfaust_source import REGISTRATION_FILES  # noqa: E402
 from preprocess.synthetic_body import Body, build_template, make_body, sample_shape, skin  # noqa: E402
 from preprocess.synthetic_motions import MOTIONS, Pose  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
@@ -47,6 +48,7 @@ EASE_IN_FRAMES = (2, 16)  # calibration pose up to the first frame, full motion 
 TEST_FRACTION, VAL_FRACTION = 29 / 129, 8 / 129  # DFAUST's share of test and validation sequences
 BOX_MARGIN = 0.005  # metres kept free inside the volume box
 SPLIT_ATTEMPTS = 100
+REGISTRATION_FILE = {name.removesuffix(".hdf5")[-1]: name for name in REGISTRATION_FILES}  # "m" / "f" -> name
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def write_dataset(output: pathlib.Path, faces: np.ndarray, bodies: dict[int, Bod
     is written under a temporary name and renamed when all are complete, splits.csv last (its presence marks
     a finished dataset). Returns the damped sequences as "key xSTRENGTH" lines."""
     damped = []
-    temporary = {gender: output / f".registrations_{gender}.hdf5.partial" for gender in ("m", "f")}
+    temporary = {gender: output / f".{name}.partial" for gender, name in REGISTRATION_FILE.items()}
     splits_temporary = output / ".splits.csv.partial"
     files: dict[str, h5py.File] = {}
     try:
@@ -121,7 +123,7 @@ def write_dataset(output: pathlib.Path, faces: np.ndarray, bodies: dict[int, Bod
         _write_splits(splits_temporary, sequences, splits, n_frames)
         (output / "splits.csv").unlink(missing_ok=True)  # an old marker must not vouch for new hdf5 files
         for gender, path in temporary.items():
-            os.replace(path, output / f"registrations_{gender}.hdf5")
+            os.replace(path, output / REGISTRATION_FILE[gender])
         os.replace(splits_temporary, output / "splits.csv")
     except OSError as error:
         raise UserError(f"cannot write the synthetic dataset to {output}: {error.strerror or error}") from error
