@@ -1,6 +1,6 @@
 """Cost of the model's forward + backward on this machine, split by part, and the INN's matmul efficiency.
 
-    python3 bench/model.py [--batch 1 4] [--repeats 2] [--threads 2] [--no-bf16]
+    python3 bench/model.py [--batch 1 4] [--repeats 1] [--threads 2] [--no-bf16]
 
 At the authors' D-FAUST sizes (M = 6, Nv = 5000 volume, Ns = 1500 surface, S = 200 sphere points, 224 x 224
 images), for each batch size and precision (fp32; bf16 = training-mode autocast of the INN), times:
@@ -14,14 +14,14 @@ images), for each batch size and precision (fp32; bf16 = training-mode autocast 
 
 The INN's floating-point work (matrix multiplies only, counted by torch's FlopCounterMode, backward included) over
 the time of phi + implicit + normal gives its rate, compared with this machine's dense matmul rate measured in the
-same run (the faster of a 2048^3 product and a (4096 x 256) @ (256 x 256) one). Every time is the median of
---repeats runs after one warm-up. The last line is `inn_matmul_fraction=<fp32 value at the first batch size>`.
+same run (the faster of a 2048^3 product and a (4096 x 256) @ (256 x 256) one). Every time is the best of
+--repeats runs (the least disturbed by other processes on a shared machine) after one warm-up; the step needs no
+warm-up of its own after its parts. The last line is `inn_matmul_fraction=<fp32 value at the first batch size>`.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
 import time
 from typing import Callable
@@ -40,13 +40,13 @@ NV, NS, S, M, IMAGE = 5000, 1500, 200, 6, 224
 INN_PARTS = ("phi", "implicit", "normal")
 
 
-def median_time(run: Callable[[], None], repeats: int) -> float:
+def best_time(run: Callable[[], None], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         run()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times)
 
 
 def counted_flops(run: Callable[[], None]) -> int:
@@ -62,7 +62,7 @@ def matmul_rate(dtype: torch.dtype, repeats: int) -> float:
     for rows, inner, cols in ((2048, 2048, 2048), (4096, 256, 256)):
         a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
         a @ b
-        rates.append(2 * rows * inner * cols / median_time(lambda: a @ b, max(3, repeats)))
+        rates.append(2 * rows * inner * cols / best_time(lambda: a @ b, max(5, repeats)))
     return max(rates)
 
 
@@ -119,15 +119,15 @@ def part_runs(model: NeuralParts, B: int) -> dict[str, Callable[[], None]]:
 
 
 def bench(B: int, bf16: bool, repeats: int) -> dict[str, tuple[float, int]]:
-    """{part: (median seconds, matmul flops)} for batch size B."""
+    """{part: (best seconds, matmul flops)} for batch size B; the step's flops are not counted (0)."""
     torch.manual_seed(0)
     model = NeuralParts(ModelConfig(pretrained="false", bf16=bf16)).train()
     results = {}
     for name, run in part_runs(model, B).items():
         # FlopCounterMode's module hooks break autograd.grad on the model's inputs, so the whole step is not counted.
-        flops = counted_flops(run) if name != "step" else run() or 0
+        flops = counted_flops(run) if name != "step" else 0
         model.zero_grad(set_to_none=True)
-        results[name] = (median_time(run, repeats), flops)
+        results[name] = (best_time(run, repeats), flops)
         model.zero_grad(set_to_none=True)
     return results
 
@@ -135,7 +135,7 @@ def bench(B: int, bf16: bool, repeats: int) -> dict[str, tuple[float, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes (default: 1 4)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (best of)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 measurements")
     args = parser.parse_args()
@@ -144,7 +144,7 @@ def main() -> int:
     peak = {p: matmul_rate(torch.float32 if p == "fp32" else torch.bfloat16, args.repeats) for p in precisions}
     print(f"threads={args.threads}  dense matmul rate: "
           + ", ".join(f"{p} {peak[p] / 1e9:.1f} GFLOP/s" for p in precisions))
-    print(f"sizes: M={M} Nv={NV} Ns={NS} S={S} image={IMAGE}; median of {args.repeats} after a warm-up")
+    print(f"sizes: M={M} Nv={NV} Ns={NS} S={S} image={IMAGE}; best of {args.repeats} after a warm-up")
     fraction = None
     for B in args.batch:
         for precision in precisions:

@@ -12,11 +12,12 @@ transcription the tests compare against, weights copied between the two):
   fused into one Linear(128 -> 512) and one Linear(512 -> 512);
 * a coupling layer rewrites one coordinate k, so only row k of the last s/t Linear(256 -> 3) is evaluated,
   p_theta(x * mask) is computed as x @ (W * mask)^T, and the output keeps the other coordinates by `torch.where`;
-* elementwise work is done in place where autograd allows.
+* the nets run on the points as flat (P, .) matrices; elementwise work is done in place where autograd allows.
 
 Points and conditioning broadcast: points x (..., 3) are pushed through with every `Conditioning` tensor shaped
 (..., D) broadcastable to them, e.g. x (B, N, M, 3) with conditioning (B, 1, M, D), or x (B, Ns, 3) with the
-conditioning of one chosen primitive per point, (B, Ns, D). Coordinates are in metres.
+conditioning of one chosen primitive per point, (B, Ns, D). `inverse` also accepts points that broadcast against
+the conditioning, e.g. (B, N, 1, 3): the same world points for every primitive. Coordinates are in metres.
 """
 from __future__ import annotations
 

@@ -97,12 +97,14 @@ class NeuralParts(nn.Module):
 
     def _implicit(self, points: torch.Tensor, grid: Conditioning) -> torch.Tensor:
         """points (B, N, 3), per-point conditioning (B, 1, M, ...) -> g (B, N, M)."""
-        u = self._map(self.inn.inverse, points.unsqueeze(2), grid)  # (B, N, M, 3)
-        return torch.linalg.vector_norm(u, dim=-1) - self.cfg.sphere_radius
+        def g(block: torch.Tensor, grid: Conditioning) -> torch.Tensor:  # (B, n, 1, 3) -> (B, n, M)
+            return torch.linalg.vector_norm(self.inn.inverse(block, grid), dim=-1) - self.cfg.sphere_radius
+
+        return self._map(g, points.unsqueeze(2), grid)
 
     def _map(self, fn: Callable[[torch.Tensor, Conditioning], torch.Tensor], x: torch.Tensor,
              grid: Conditioning) -> torch.Tensor:
-        """fn(x, grid) for x (B, N, 1 or M, 3), in blocks of points along N when no gradient is recorded."""
+        """fn(x, grid) for x (B, N, 1 or M, 3) -> (B, N, ...), in blocks along N when no gradient is recorded."""
         B, N = x.shape[:2]
         M = grid.sigma.shape[2]
         rows = BLOCK_ROWS.get(x.device.type)
