@@ -25,7 +25,8 @@ class DataConfig:
     preprocessed_dir: str = "datasets/dfaust_preprocessed"  # written by preprocess/preprocess_dfaust.py
     split_file: str = "data/splits/d-faust_splits.csv"  # id,model_id,split (the authors' D-FAUST split)
     drop_first_frames: int = 20  # frames < this index are the calibration pose; both prior codes drop them
-    image_size: int = 224  # rendered input image side, pixels
+    image_size: int = 224  # side of the rendered input images, pixels (preprocessing)
+    network_image_size: int = 0  # side the images are resized to for the network; 0 = as rendered
     n_stored_points: int = 100_000  # surface and volume samples stored per frame
     volume_box_min: tuple[float, float, float] = (-0.5, -0.75, -0.5)  # 1x2x1 sampling box, metres
     volume_box_max: tuple[float, float, float] = (0.5, 1.25, 0.5)
@@ -113,7 +114,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "data.dataset_dir": "runs/demo/synthetic",
         "data.preprocessed_dir": "runs/demo/preprocessed",
         "data.split_file": "runs/demo/synthetic/splits.csv",
-        "data.image_size": "112",
+        "data.network_image_size": "112",
         "data.n_volume_points": "2000",
         "data.n_surface_points": "500",
         "data.train_splits": "train",

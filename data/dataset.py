@@ -22,7 +22,8 @@ class FrameDataset(torch.utils.data.Dataset):
 
     dataset[i] draws with np.random.default_rng((seed, i)) (the same sample every time, for evaluation);
     dataset[(i, draw_seed)] draws with np.random.default_rng(draw_seed) (a training sampler's choice).
-    An item is a dict of tensors, Nv = cfg.n_volume_points, Ns = cfg.n_surface_points, S = cfg.image_size:
+    An item is a dict of tensors, Nv = cfg.n_volume_points, Ns = cfg.n_surface_points, S = cfg.network_image_size
+    (or the rendered size when 0):
         image            (3, S, S) float32 in [0, 1] (not ImageNet-normalised: the model does that)
         volume_points    (Nv, 3) float32, drawn with replacement from the stored points (balanced when
                          cfg.balanced_sampling)
@@ -86,7 +87,7 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def _image(self, reader: SequenceReader, row: int) -> torch.Tensor:
         image = reader.image(row)  # (H, W, 3) uint8
-        size = self.cfg.image_size
+        size = self.cfg.network_image_size or image.shape[0]
         if image.shape[:2] != (size, size):
             image = np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
         chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # (3, S, S)

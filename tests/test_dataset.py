@@ -81,7 +81,7 @@ def test_uniform_sampling_and_whole_surface(preprocessed):
 
 
 def test_image_is_resized_to_the_configured_size(preprocessed):
-    cfg = dataclasses.replace(CFG, image_size=112)
+    cfg = dataclasses.replace(CFG, network_image_size=112)
     image = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), cfg)[0]["image"]
     assert image.shape == (3, 112, 112)
     full = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), CFG)[0]["image"]

@@ -13,7 +13,7 @@ from tests.conftest import run_script
 from utils.checkpoint import load_checkpoint
 
 TINY = ["model.n_primitives=3", "model.hidden_size=32", "model.proj_dims=16", "model.n_sphere_points=24",
-        "model.pretrained=false", "data.image_size=64", "data.n_volume_points=256", "data.n_surface_points=96",
+        "model.pretrained=false", "data.network_image_size=64", "data.n_volume_points=256", "data.n_surface_points=96",
         "data.num_workers=0", "train.aggregate=2", "train.log_every=1", "train.checkpoint_every=2",
         "train.val_every=100", "train.val_max_frames=2", "train.lr=1e-3", "train.threads=1",
         "eval.batch_size=2", "eval.n_chamfer_points=400", "eval.n_sphere_vertices=200",
