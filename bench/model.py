@@ -1,6 +1,6 @@
 """Cost of the model's forward + backward on this machine, split by part, and the INN's matmul efficiency.
 
-    python3 bench/model.py [--batch 1 4] [--repeats 1] [--threads 2] [--no-bf16]
+    python3 bench/model.py [--batch 1 4] [--repeats 1] [--threads 2] [--no-bf16] [--clock wall|cpu]
 
 At the authors' D-FAUST sizes (M = 6, Nv = 5000 volume, Ns = 1500 surface, S = 200 sphere points, 224 x 224
 images), for each batch size and precision (fp32; bf16 = training-mode autocast of the INN), times:
@@ -17,6 +17,8 @@ the time of phi + implicit + normal gives its rate, compared with this machine's
 same run (the faster of a 2048^3 product and a (4096 x 256) @ (256 x 256) one). Every time is the best of
 --repeats runs (the least disturbed by other processes on a shared machine) after one warm-up; the step needs no
 warm-up of its own after its parts. The last line is `inn_matmul_fraction=<fp32 value at the first batch size>`.
+On a machine shared with other jobs, `--threads 1 --clock cpu` (process CPU time) gives figures that contention
+barely moves; with more threads CPU time would also count the threads' spin-waiting, so keep it to one thread.
 """
 from __future__ import annotations
 
@@ -40,12 +42,15 @@ NV, NS, S, M, IMAGE = 5000, 1500, 200, 6, 224
 INN_PARTS = ("phi", "implicit", "normal")
 
 
+CLOCK = time.perf_counter  # or time.process_time (--clock cpu)
+
+
 def best_time(run: Callable[[], None], repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = CLOCK()
         run()
-        times.append(time.perf_counter() - started)
+        times.append(CLOCK() - started)
     return min(times)
 
 
@@ -138,11 +143,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (best of)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 measurements")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or process CPU time (use with --threads 1 on a shared machine)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     precisions = ["fp32"] + ([] if args.no_bf16 else ["bf16"])
     peak = {p: matmul_rate(torch.float32 if p == "fp32" else torch.bfloat16, args.repeats) for p in precisions}
-    print(f"threads={args.threads}  dense matmul rate: "
+    print(f"threads={args.threads} clock={args.clock}  dense matmul rate: "
           + ", ".join(f"{p} {peak[p] / 1e9:.1f} GFLOP/s" for p in precisions))
     print(f"sizes: M={M} Nv={NV} Ns={NS} S={S} image={IMAGE}; best of {args.repeats} after a warm-up")
     fraction = None

@@ -128,9 +128,10 @@ class CouplingLayer(nn.Module):
         The nets run on the P = x[..., 0].numel() rows as 2-D matrices (fused bias, strided halves without copies);
         the point layout is needed only to broadcast-add the per-primitive coupling term.
         """
-        h = self.first_projection(projection(x.reshape(-1, 3), self.mask))  # (P, 2H)
-        h.view(*x.shape[:-1], -1).add_(coupling)
-        h_s, h_t = h.relu_().split(self.hidden_size, dim=-1)  # (P, H) each; split's backward is one cat
+        p = projection(x.reshape(-1, 3), self.mask)  # (P, proj_dims)
+        # A 3-D+ product comes back as a fresh tensor (not a view), so the in-place ops cost autograd no copies.
+        h = self.first_projection(p.view(*x.shape[:-1], -1)).add_(coupling).relu_()  # (..., 2H)
+        h_s, h_t = h.view(-1, h.shape[-1]).split(self.hidden_size, dim=-1)  # (P, H) each; backward: one cat
         s = F.linear(self.s_hidden(h_s).relu_(), self.s_out.weight[k], self.s_out.bias[k])  # (P, 1)
         t = F.linear(self.t_hidden(h_t).relu_(), self.t_out.weight[k], self.t_out.bias[k])  # (P, 1)
         # Under bf16 autocast s and t come out in bf16; the coordinates stay in the points' precision.
