@@ -36,21 +36,19 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from config import ModelConfig  # noqa: E402
 from models.geometry import euclidean_implicit, sample_sphere_points  # noqa: E402
 from models.neural_parts import NeuralParts  # noqa: E402
-from utils.errors import run_main  # noqa: E402
+from utils.errors import UserError, run_main  # noqa: E402
 
 NV, NS, S, M, IMAGE = 5000, 1500, 200, 6, 224
 INN_PARTS = ("phi", "implicit", "normal")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-CLOCK = time.perf_counter  # or time.process_time (--clock cpu)
-
-
-def best_time(run: Callable[[], None], repeats: int) -> float:
+def best_time(run: Callable[[], None], repeats: int, clock: Callable[[], float]) -> float:
     times = []
     for _ in range(repeats):
-        started = CLOCK()
+        started = clock()
         run()
-        times.append(CLOCK() - started)
+        times.append(clock() - started)
     return min(times)
 
 
@@ -61,13 +59,13 @@ def counted_flops(run: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def matmul_rate(dtype: torch.dtype, repeats: int) -> float:
+def matmul_rate(dtype: torch.dtype, repeats: int, clock: Callable[[], float]) -> float:
     """Dense matmul flop/s: the faster of a square product and an INN-shaped one."""
     rates = []
     for rows, inner, cols in ((2048, 2048, 2048), (4096, 256, 256)):
         a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
         a @ b
-        rates.append(2 * rows * inner * cols / best_time(lambda: a @ b, max(5, repeats)))
+        rates.append(2 * rows * inner * cols / best_time(lambda: a @ b, max(5, repeats), clock))
     return max(rates)
 
 
@@ -123,7 +121,7 @@ def part_runs(model: NeuralParts, B: int) -> dict[str, Callable[[], None]]:
     return {"resnet": resnet, "phi": phi, "implicit": implicit, "normal": normal, "step": step}
 
 
-def bench(B: int, bf16: bool, repeats: int) -> dict[str, tuple[float, int]]:
+def bench(B: int, bf16: bool, repeats: int, clock: Callable[[], float]) -> dict[str, tuple[float, int]]:
     """{part: (best seconds, matmul flops)} for batch size B; the step's flops are not counted (0)."""
     torch.manual_seed(0)
     model = NeuralParts(ModelConfig(pretrained="false", bf16=bf16)).train()
@@ -132,7 +130,7 @@ def bench(B: int, bf16: bool, repeats: int) -> dict[str, tuple[float, int]]:
         # FlopCounterMode's module hooks break autograd.grad on the model's inputs, so the whole step is not counted.
         flops = counted_flops(run) if name != "step" else 0
         model.zero_grad(set_to_none=True)
-        results[name] = (best_time(run, repeats), flops)
+        results[name] = (best_time(run, repeats, clock), flops)
         model.zero_grad(set_to_none=True)
     return results
 
@@ -143,24 +141,27 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per measurement (best of)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16 measurements")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall time, or process CPU time (use with --threads 1 on a shared machine)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1 or min(args.batch) < 1:
+        raise UserError("--repeats, --threads and --batch must be >= 1")
     torch.set_num_threads(args.threads)
-    global CLOCK
-    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = CLOCKS[args.clock]
     precisions = ["fp32"] + ([] if args.no_bf16 else ["bf16"])
-    peak = {p: matmul_rate(torch.float32 if p == "fp32" else torch.bfloat16, args.repeats) for p in precisions}
+    peak = {p: matmul_rate(torch.float32 if p == "fp32" else torch.bfloat16, args.repeats, clock)
+            for p in precisions}
     print(f"threads={args.threads} clock={args.clock}  dense matmul rate: "
           + ", ".join(f"{p} {peak[p] / 1e9:.1f} GFLOP/s" for p in precisions))
     print(f"sizes: M={M} Nv={NV} Ns={NS} S={S} image={IMAGE}; best of {args.repeats} after a warm-up")
     fraction = None
     for B in args.batch:
         for precision in precisions:
-            results = bench(B, precision == "bf16", args.repeats)
+            results = bench(B, precision == "bf16", args.repeats, clock)
             print(f"\nB={B} {precision}: part       seconds   matmul GFLOP   GFLOP/s")
             for name, (seconds, flops) in results.items():
-                print(f"  {name:<16} {seconds:9.3f} {flops / 1e9:14.2f} {flops / seconds / 1e9:9.1f}")
+                work = f"{flops / 1e9:14.2f} {flops / seconds / 1e9:9.1f}" if flops else f"{'-':>14} {'-':>9}"
+                print(f"  {name:<16} {seconds:9.3f} {work}")
             inn_seconds = sum(results[name][0] for name in INN_PARTS)
             inn_flops = sum(results[name][1] for name in INN_PARTS)
             rate = inn_flops / inn_seconds
