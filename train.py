@@ -12,6 +12,7 @@ step every `train.aggregate` batches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,8 +32,9 @@ from data.dataset import FrameDataset
 from losses import total_loss
 from losses.metrics import weighted_iou
 from losses.targets import Targets
+from models.feature_extractor import MIN_IMAGE_SIDE
 from models.neural_parts import NeuralParts
-from utils.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from utils.checkpoint import CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, restore_state, save_checkpoint
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_frames, evaluation_dataset, summarise
 from utils.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
@@ -99,8 +101,8 @@ def main(argv=None) -> int:
     optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     start_step, best = 0, {"val_iou": -math.inf, "val_chamfer_l1": math.inf}
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
+        restore_state(model, resumed["model"], args.resume)
+        restore_state(optimizer, resumed["optimizer"], args.resume)
         start_step, best = resumed["step"], dict(resumed["best"])
         _restore_rng(resumed["rng"])
     trained = DistributedDataParallel(model) if dist.world_size > 1 else model
@@ -112,9 +114,10 @@ def main(argv=None) -> int:
                         persistent_workers=False, pin_memory=device.type == "cuda")
     log = None
     if dist.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-        _write_run_info(run_dir, cfg, args)
-        log = TrainingLog(run_dir, resume_step=start_step if resumed is not None else None)
+        with _writing(run_dir):
+            os.makedirs(run_dir, exist_ok=True)
+            _write_run_info(run_dir, cfg, args)
+            log = TrainingLog(run_dir, resume_step=start_step if resumed is not None else None)
 
     step, nonfinite_in_row, window = start_step, 0, _Window()
     last_val_iou = best["val_iou"] if math.isfinite(best["val_iou"]) else float("nan")
@@ -140,8 +143,8 @@ def main(argv=None) -> int:
                 optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 train_iou = weighted_iou(prediction.phi_volume, targets.volume_labels, targets.volume_weights)
-            window.add(float(loss), {k: float(v) for k, v in terms.items()}, float(train_iou.mean()),
-                       time.perf_counter() - step_started)
+            window.add(loss.item(), {k: v.item() for k, v in terms.items()}, train_iou.mean().item(),
+                       time.perf_counter() - step_started)  # item(): float() of a tensor with grad warns
         else:
             nonfinite_in_row += 1
             optimizer.zero_grad(set_to_none=True)
@@ -171,7 +174,8 @@ def main(argv=None) -> int:
                 best["val_chamfer_l1"] = payload["best"]["val_chamfer_l1"] = summary["chamfer_l1"]
                 _save(os.path.join(run_dir, "best_chamfer_model.pth"), model, payload)
         if row is not None:
-            log.write(row)
+            with _writing(run_dir):
+                log.write(row)
             bar.set_postfix(loss=row.get("loss", float("nan")), val_iou=last_val_iou)
         if (step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps) and step % cfg.train.aggregate == 0:
             _save(os.path.join(run_dir, "model.pth"), model, _checkpoint(model, optimizer, step, best, cfg))
@@ -201,7 +205,7 @@ class _Window:
 
 def _resolve_config(args: argparse.Namespace, resumed: dict | None) -> Config:
     if resumed is not None:  # the checkpoint's config, then only the flags given now
-        cfg = config_module.from_dict(resumed["config"])
+        cfg = checkpoint_config(resumed, args.resume)
         config_module.apply_overrides(cfg, dict(item.partition("=")[::2] for item in args.overrides))
     else:
         cfg = config_module.config_from_arguments(args)
@@ -213,7 +217,21 @@ def _resolve_config(args: argparse.Namespace, resumed: dict | None) -> Config:
         if getattr(cfg.train, name) % cfg.train.aggregate:
             raise UserError(f"train.{name}={getattr(cfg.train, name)} must be a multiple of "
                             f"train.aggregate={cfg.train.aggregate} so checkpoints fall on optimizer steps")
+    size = cfg.data.network_image_size
+    if size != 0 and size < MIN_IMAGE_SIDE:
+        raise UserError(f"data.network_image_size={size} is too small for the ResNet-18 encoder; use 0 (the rendered "
+                        f"size) or at least {MIN_IMAGE_SIDE}")
     return cfg
+
+
+@contextlib.contextmanager
+def _writing(run_dir: str):
+    """Turn a failed write into the run directory (read-only, full disk) into a one-line UserError."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f"cannot write to run directory {run_dir}: {error.strerror or error}; free disk space or "
+                        f"choose another --output-dir (checkpoints written so far are intact)") from None
 
 
 def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, Targets]:

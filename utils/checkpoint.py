@@ -9,7 +9,8 @@ A checkpoint is a dict with:
     rng             {"torch": ByteTensor, "cuda": list[ByteTensor]}
     config          config.to_dict of the resolved config
     git_commit      the commit the run started from ("unknown" outside git)
-Loading uses torch.load(weights_only=True): no pickled code can run.
+Loading first checks the CRC-32 that the zip archive stores for every record (torch.load does not, so a flipped
+byte inside a weight would load silently), then uses torch.load(weights_only=True): no pickled code can run.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from models.neural_parts import NeuralParts
 from utils.errors import UserError
 
 CHECKPOINT_VERSION = 1
+REQUIRED_KEYS = ("model", "optimizer", "step", "best", "rng", "config")
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -54,31 +56,66 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     """Load and validate a checkpoint written by `save_checkpoint`; any problem is a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written by train.py")
+    _verify_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         raise UserError(f"checkpoint {path} holds objects that are not plain tensors and was refused for safety "
                         f"({str(error).splitlines()[0][:120]}); only load checkpoints written by train.py") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({str(error).splitlines()[0][:120]}); "
-                        f"use an earlier checkpoint of the run (e.g. best_model.pth)") from None
+        raise _corrupt(path, str(error).splitlines()[0][:120]) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise UserError(f"checkpoint {path} was not written by this project's train.py")
     if payload["format_version"] != CHECKPOINT_VERSION:
         raise UserError(f"checkpoint {path} has format version {payload['format_version']}, this code reads "
                         f"version {CHECKPOINT_VERSION}; use the project version that wrote it")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by this project's train.py")
     return payload
+
+
+def checkpoint_config(payload: dict, path: str) -> config_module.Config:
+    """The resolved config a checkpoint carries; one this code cannot read is a UserError naming the checkpoint."""
+    try:
+        return config_module.from_dict(payload["config"])
+    except UserError as error:
+        raise UserError(f"checkpoint {path} has a config this code cannot read ({error}); "
+                        f"use the project version that wrote it") from None
+
+
+def restore_state(module: torch.nn.Module | torch.optim.Optimizer, state: dict, path: str) -> None:
+    """module.load_state_dict(state) for a model or an optimizer; a mismatch is a UserError naming `path`."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        raise UserError(f"checkpoint {path} does not match this code's {type(module).__name__} ({detail[:120]}); "
+                        f"use the project version that wrote it") from None
 
 
 def load_model(checkpoint_path: str, device: torch.device) -> tuple[NeuralParts, config_module.Config]:
     """Rebuild the exact model of a checkpoint (any number of primitives) in eval mode."""
     payload = load_checkpoint(checkpoint_path)
-    cfg = config_module.from_dict(payload["config"])
+    cfg = checkpoint_config(payload, checkpoint_path)
     cfg.model.pretrained = "false"  # the checkpoint carries every weight
     model = NeuralParts(cfg.model)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint {checkpoint_path} does not match this code's model "
-                        f"({str(error).splitlines()[1].strip()[:120]}); use the project version that wrote it") from None
+    restore_state(model, payload["model"], checkpoint_path)
     return model.to(device).eval(), cfg
+
+
+def _verify_archive(path: str) -> None:
+    """Check every record of the checkpoint's zip archive against its stored CRC-32."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # name of the first record whose bytes do not match, or None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise _corrupt(path, str(error).splitlines()[0][:120]) from None
+    if damaged is not None:
+        raise _corrupt(path, f"checksum mismatch in {damaged}")
+
+
+def _corrupt(path: str, detail: str) -> UserError:
+    return UserError(f"checkpoint {path} is truncated or corrupt ({detail}); "
+                     f"use an earlier checkpoint of the run (e.g. best_model.pth)")
