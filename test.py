@@ -57,13 +57,16 @@ def main(argv=None) -> int:
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "test")
 
     dataset = evaluation_dataset(root, split_file, splits, cfg.data)
+    try:  # before evaluating, so an unusable --output-dir costs no evaluation time
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {output_dir}: {error.strerror or error}; choose another --output-dir") from None
     records = list(evaluate_frames(model, dataset, cfg.eval, device, args.max_frames))
     summary = {"checkpoint": os.path.abspath(args.checkpoint), "splits": list(splits), **summarise(records),
                "per_motion": {}}
     for motion in sorted({motion_of(r["sequence"]) for r in records}):
         summary["per_motion"][motion] = summarise([r for r in records if motion_of(r["sequence"]) == motion])
 
-    os.makedirs(output_dir, exist_ok=True)
     _write_atomic(os.path.join(output_dir, "frames.csv"), lambda f: _write_frames(f, records), newline="")
     _write_atomic(os.path.join(output_dir, "summary.json"), lambda f: json.dump(summary, f, indent=2))
     print(_table(summary))
@@ -84,7 +87,10 @@ def _write_atomic(path: str, write, newline=None) -> None:
             write(file)
         os.replace(temp, path)
     except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; choose another --output-dir") from None
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise UserError(f"cannot write {path}: {error.strerror or error}; free disk space or choose another "
+                        f"--output-dir (any earlier {os.path.basename(path)} is intact)") from None
 
 
 def _table(summary: dict) -> str:

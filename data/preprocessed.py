@@ -52,9 +52,15 @@ class SequenceReader:
             self._file.close()
             raise UserError(f"{self.path} has format version {version}, this code reads "
                             f"{fmt.FORMAT_VERSION}; rerun preprocess/preprocess_dfaust.py into a new directory")
-        self.settings = fmt.Settings.from_json(self._file.attrs["settings"])
-        self.frames = self._file["frames"][()]  # (T,) int32
-        self.faces = self._file["faces"][()]  # (F, 3) int32
+        try:
+            self.settings = fmt.Settings.from_json(self._file.attrs["settings"])
+            self.frames = self._file["frames"][()]  # (T,) int32
+            self.faces = self._file["faces"][()]  # (F, 3) int32
+        except (KeyError, ValueError) as error:
+            self._file.close()
+            detail = error.args[0] if error.args else type(error).__name__
+            raise UserError(f"{self.path} is incomplete ({detail}); delete it and rerun "
+                            "preprocess/preprocess_dfaust.py") from None
         self._rows = {int(frame): row for row, frame in enumerate(self.frames)}
 
     def row(self, frame: int) -> int:

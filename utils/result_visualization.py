@@ -81,18 +81,33 @@ def export_frame(model, image: torch.Tensor, frame: Frame, n_vertices: int, out:
         meshes = primitive_meshes(model, C, n_vertices)
     colors = [PALETTE[m % len(PALETTE)] for m in range(len(meshes))]
     for m, mesh in enumerate(meshes):
-        mesh.export(os.path.join(out, f"primitive_{m:02d}.obj"))
-    union_mesh(meshes).export(os.path.join(out, "union.obj"))
+        _write(os.path.join(out, f"primitive_{m:02d}.obj"), lambda temp, mesh=mesh: mesh.export(temp, file_type="obj"))
+    union = union_mesh(meshes)
+    _write(os.path.join(out, "union.obj"), lambda temp: union.export(temp, file_type="obj"))
     colored = trimesh.util.concatenate([_painted(mesh, color) for mesh, color in zip(meshes, colors)])
-    colored.export(os.path.join(out, "primitives_colored.ply"))
+    _write(os.path.join(out, "primitives_colored.ply"), lambda temp: colored.export(temp, file_type="ply"))
 
     ground_truth = trimesh.Trimesh(frame.vertices, frame.faces, process=False)
     panels = [frame.image, render_meshes(meshes, colors, RENDER_SIZE), render_meshes([ground_truth], None, RENDER_SIZE)]
     names = ["input.png", "prediction.png", "ground_truth.png"]
     for name, panel in zip(names, panels):
-        Image.fromarray(panel).save(os.path.join(out, name))
-    side_by_side = [np.asarray(Image.fromarray(p).resize((RENDER_SIZE, RENDER_SIZE))) for p in panels]
-    Image.fromarray(np.concatenate(side_by_side, axis=1)).save(os.path.join(out, "comparison.png"))
+        _write(os.path.join(out, name), lambda temp, panel=panel: Image.fromarray(panel).save(temp, format="PNG"))
+    side_by_side = np.concatenate([np.asarray(Image.fromarray(p).resize((RENDER_SIZE, RENDER_SIZE))) for p in panels],
+                                  axis=1)  # (RENDER_SIZE, 3 RENDER_SIZE, 3)
+    _write(os.path.join(out, "comparison.png"), lambda temp: Image.fromarray(side_by_side).save(temp, format="PNG"))
+
+
+def _write(path: str, write) -> None:
+    """Atomically create `path` with write(temp_path); a failed write leaves any earlier file intact."""
+    temp = path + ".tmp"
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except OSError as error:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise UserError(f"cannot write {path}: {error.strerror or error}; free disk space or choose another "
+                        f"--output-dir (files already exported are intact)") from None
 
 
 def _painted(mesh: trimesh.Trimesh, color: np.ndarray) -> trimesh.Trimesh:
