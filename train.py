@@ -34,7 +34,8 @@ from losses.metrics import weighted_iou
 from losses.targets import Targets
 from models.feature_extractor import MIN_IMAGE_SIDE
 from models.neural_parts import NeuralParts
-from utils.checkpoint import CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, restore_state, save_checkpoint
+from utils.checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
+                              restore_state, save_checkpoint)
 from utils.errors import UserError, run_main
 from utils.evaluation import evaluate_frames, evaluation_dataset, summarise
 from utils.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
     if dist.is_main:
         with _writing(run_dir):
             os.makedirs(run_dir, exist_ok=True)
+            remove_stale_temporaries(run_dir)  # left by a run killed while writing a checkpoint
             _write_run_info(run_dir, cfg, args)
             log = TrainingLog(run_dir, resume_step=start_step if resumed is not None else None)
 

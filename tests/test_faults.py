@@ -652,3 +652,17 @@ def test_empty_dataset_dir_and_infinite_vertices(tmp_path):
     with pytest.warns(UserWarning, match="50002_hips: frame 20 has NaN or infinite vertices"):
         summary = pipeline.run(tmp_path / "raw", tmp_path / "out", split, data, workers=0, progress=False)
     assert len(summary.failed) == 1 and not list((tmp_path / "out").glob("*.h5"))
+
+
+def test_stale_checkpoint_temporaries_are_removed_and_checkpoints_get_usual_permissions(tmp_path):
+    from utils.checkpoint import remove_stale_temporaries, save_checkpoint
+    (tmp_path / ".tmp-abc.pth").write_bytes(b"half a checkpoint")
+    (tmp_path / "keep.txt").write_text("not ours")
+    remove_stale_temporaries(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    old_mask = os.umask(0o022)
+    try:
+        save_checkpoint(str(tmp_path / "model.pth"), {"format_version": 1})
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "model.pth").stat().st_mode & 0o777 == 0o644

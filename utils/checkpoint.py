@@ -45,11 +45,25 @@ def save_checkpoint(path: str, payload: dict) -> None:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file permissions
         os.replace(temp_path, path)
     except OSError as error:
         os.unlink(temp_path)
         raise UserError(f"cannot write checkpoint {path}: {error.strerror}; "
                         f"free disk space or choose another --output-dir (earlier checkpoints are intact)") from None
+
+
+def remove_stale_temporaries(directory: str) -> None:
+    """Delete temp files that a killed `save_checkpoint` left in `directory` (call before writing there)."""
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-") and name.endswith(".pth"):
+            os.unlink(os.path.join(directory, name))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:

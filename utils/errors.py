@@ -17,9 +17,18 @@ def run_main(main: Callable[[], int | None]) -> None:
     try:
         status = main()
     except UserError as error:
+        _close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)
+
+
+def _close_progress_bars() -> None:
+    """Finish any tqdm bar still drawn, so the error starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+            bar.close()
