@@ -68,7 +68,6 @@ class LossConfig:
     coverage_k: int = 10  # k interior points each primitive must contain
     overlap_lambda: float = 1.95  # lambda
     mask_target_to_primitive: bool = False  # True applies the mask the authors build but never use
-    occupancy_importance_weights: bool = True  # False: plain mean BCE over the balanced draws (demo only)
 
 
 @dataclass

@@ -13,8 +13,7 @@ def occupancy_loss(pred: Prediction, target: Targets, cfg: LossConfig) -> torch.
     """L_occ = mean_{b,i} w_i * BCE(max_m(-phi_m(x_i) / tau), o_i), tau = 1 / cfg.sharpness.
 
     phi is pred.phi_volume (B, Nv, M) at the volume points, o_i the labels (1 inside) and w_i the importance
-    weights, both (B, Nv); with cfg.occupancy_importance_weights off, w_i = 1 (a balanced-class loss that fits thin
-    parts sooner but no longer estimates the volume average; the demo preset uses it). The logit of the union is the hard max over primitives (the gradient reaches only the
+    weights, both (B, Nv). The logit of the union is the hard max over primitives (the gradient reaches only the
     primitive with the smallest phi). Follows the authors' code (`implicit_surface_loss`, smooth_max off).
     Returns a scalar (nats).
     """
@@ -23,5 +22,4 @@ def occupancy_loss(pred: Prediction, target: Targets, cfg: LossConfig) -> torch.
         f"volume_weights {tuple(target.volume_weights.shape)}")
     logits = (-pred.phi_volume * cfg.sharpness).max(dim=2).values  # (B, Nv)
     # weight= multiplies each point's BCE before the mean: exactly mean(w * BCE).
-    weights = target.volume_weights if cfg.occupancy_importance_weights else None
-    return F.binary_cross_entropy_with_logits(logits, target.volume_labels, weight=weights)
+    return F.binary_cross_entropy_with_logits(logits, target.volume_labels, weight=target.volume_weights)

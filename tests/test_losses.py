@@ -2,7 +2,6 @@
 analytic cases. float64 throughout so that references and vectorised forms agree to ~1e-12."""
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -172,14 +171,6 @@ def test_occupancy_is_the_weighted_mean_of_bce():
     bce = torch.nn.functional.softplus(logits) - o * logits  # BCE with logits, closed form
     expected = (target.volume_weights * bce).sum() / (B * NV)  # divided by the point count, not by sum(w)
     torch.testing.assert_close(occupancy_loss(pred, target, small_cfg()), expected)
-
-
-def test_occupancy_without_importance_weights_is_the_plain_mean_bce():
-    pred, target, _ = make_inputs(2)
-    cfg = dataclasses.replace(small_cfg(), occupancy_importance_weights=False)
-    logits = (-pred.phi_volume / TAU).max(dim=2).values
-    bce = torch.nn.functional.softplus(logits) - target.volume_labels * logits
-    torch.testing.assert_close(occupancy_loss(pred, target, cfg), bce.mean())
 
 
 def test_occupancy_on_the_surface_is_log2_times_mean_weight():
