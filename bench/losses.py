@@ -103,14 +103,12 @@ def bench_chamfer(args: argparse.Namespace, cfg: Config) -> None:
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     print(f"\nChamfer metric, one frame: {n_pred} predicted vs {n_target} target points (0.5 m sphere), "
           "trees included; budget 50 ms")
-    print(f"{'prediction offset':<20}{'workers':>8}{'ms':>10}")
+    print(f"{'prediction offset':<20}{'ms':>10}")
     for offset in (0.0, 0.01, 0.05):
         v = rng.normal(size=(n_pred, 3))
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        for workers in (-1, 1):
-            seconds = median_time(lambda _: chamfer_metrics((0.5 + offset) * v, v, 0.5 * u, u, workers=workers),
-                                  lambda: None, args.repeats)
-            print(f"{f'{offset * 100:.0f} cm':<20}{workers:>8}{seconds * 1e3:>10.1f}")
+        seconds = median_time(lambda _: chamfer_metrics((0.5 + offset) * v, v, 0.5 * u, u), lambda: None, args.repeats)
+        print(f"{f'{offset * 100:.0f} cm':<20}{seconds * 1e3:>10.1f}")
 
     M = cfg.model.n_primitives
     centres = 0.3 * rng.normal(size=(M, 3))

