@@ -19,6 +19,7 @@ import torch
 import config as config_module
 from utils.checkpoint import load_model
 from utils.errors import UserError, run_main
+from utils.files import write_atomic
 from utils.evaluation import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
 from utils.runtime import select_device, set_threads
 
@@ -67,30 +68,23 @@ def main(argv=None) -> int:
     for motion in sorted({motion_of(r["sequence"]) for r in records}):
         summary["per_motion"][motion] = summarise([r for r in records if motion_of(r["sequence"]) == motion])
 
-    _write_atomic(os.path.join(output_dir, "frames.csv"), lambda f: _write_frames(f, records), newline="")
-    _write_atomic(os.path.join(output_dir, "summary.json"), lambda f: json.dump(summary, f, indent=2))
+    write_atomic(os.path.join(output_dir, "frames.csv"), lambda temp: _write_frames(temp, records))
+    write_atomic(os.path.join(output_dir, "summary.json"), lambda temp: _write_json(temp, summary))
     print(_table(summary))
     print(f"wrote {output_dir}/frames.csv and {output_dir}/summary.json")
     return 0
 
 
-def _write_frames(file, records: list[dict]) -> None:
-    writer = csv.DictWriter(file, ("sequence", "frame") + METRIC_NAMES)
-    writer.writeheader()
-    writer.writerows(records)
+def _write_json(path: str, values: dict) -> None:
+    with open(path, "w") as file:
+        json.dump(values, file, indent=2)
 
 
-def _write_atomic(path: str, write, newline=None) -> None:
-    temp = path + ".tmp"
-    try:
-        with open(temp, "w", newline=newline) as file:
-            write(file)
-        os.replace(temp, path)
-    except OSError as error:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise UserError(f"cannot write {path}: {error.strerror or error}; free disk space or choose another "
-                        f"--output-dir (any earlier {os.path.basename(path)} is intact)") from None
+def _write_frames(path: str, records: list[dict]) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, ("sequence", "frame") + METRIC_NAMES)
+        writer.writeheader()
+        writer.writerows(records)
 
 
 def _table(summary: dict) -> str:

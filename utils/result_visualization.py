@@ -28,6 +28,7 @@ from data.preprocessed import Frame, read_frame  # noqa: E402
 from models.meshes import primitive_meshes, union_mesh  # noqa: E402
 from utils.checkpoint import load_model  # noqa: E402
 from utils.errors import UserError, run_main  # noqa: E402
+from utils.files import write_atomic  # noqa: E402
 from utils.rendering import render_meshes  # noqa: E402
 
 # Ten well separated colours (RGB in [0, 1]); primitive m gets PALETTE[m % 10].
@@ -81,33 +82,23 @@ def export_frame(model, image: torch.Tensor, frame: Frame, n_vertices: int, out:
         meshes = primitive_meshes(model, C, n_vertices)
     colors = [PALETTE[m % len(PALETTE)] for m in range(len(meshes))]
     for m, mesh in enumerate(meshes):
-        _write(os.path.join(out, f"primitive_{m:02d}.obj"), lambda temp, mesh=mesh: mesh.export(temp, file_type="obj"))
+        write_atomic(os.path.join(out, f"primitive_{m:02d}.obj"),
+                     lambda temp, mesh=mesh: mesh.export(temp, file_type="obj"))
     union = union_mesh(meshes)
-    _write(os.path.join(out, "union.obj"), lambda temp: union.export(temp, file_type="obj"))
+    write_atomic(os.path.join(out, "union.obj"), lambda temp: union.export(temp, file_type="obj"))
     colored = trimesh.util.concatenate([_painted(mesh, color) for mesh, color in zip(meshes, colors)])
-    _write(os.path.join(out, "primitives_colored.ply"), lambda temp: colored.export(temp, file_type="ply"))
+    write_atomic(os.path.join(out, "primitives_colored.ply"), lambda temp: colored.export(temp, file_type="ply"))
 
     ground_truth = trimesh.Trimesh(frame.vertices, frame.faces, process=False)
     panels = [frame.image, render_meshes(meshes, colors, RENDER_SIZE), render_meshes([ground_truth], None, RENDER_SIZE)]
     names = ["input.png", "prediction.png", "ground_truth.png"]
     for name, panel in zip(names, panels):
-        _write(os.path.join(out, name), lambda temp, panel=panel: Image.fromarray(panel).save(temp, format="PNG"))
+        write_atomic(os.path.join(out, name),
+                     lambda temp, panel=panel: Image.fromarray(panel).save(temp, format="PNG"))
     side_by_side = np.concatenate([np.asarray(Image.fromarray(p).resize((RENDER_SIZE, RENDER_SIZE))) for p in panels],
                                   axis=1)  # (RENDER_SIZE, 3 RENDER_SIZE, 3)
-    _write(os.path.join(out, "comparison.png"), lambda temp: Image.fromarray(side_by_side).save(temp, format="PNG"))
-
-
-def _write(path: str, write) -> None:
-    """Atomically create `path` with write(temp_path); a failed write leaves any earlier file intact."""
-    temp = path + ".tmp"
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except OSError as error:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise UserError(f"cannot write {path}: {error.strerror or error}; free disk space or choose another "
-                        f"--output-dir (files already exported are intact)") from None
+    write_atomic(os.path.join(out, "comparison.png"),
+                 lambda temp: Image.fromarray(side_by_side).save(temp, format="PNG"))
 
 
 def _painted(mesh: trimesh.Trimesh, color: np.ndarray) -> trimesh.Trimesh:
