@@ -1,8 +1,8 @@
 """Evaluation metrics: weighted volumetric IoU, and Chamfer-L1/L2 with normal consistency on the union surface.
 
 Follows the authors' evaluation (scripts/evaluate.py, metrics/) with OccNet's point-cloud formulas. The IoU works on
-torch tensors; the surface metrics on NumPy arrays (exact float64 nearest neighbours with pykdtree, as
-the authors' evaluate_mesh.py).
+torch tensors; the surface metrics on NumPy arrays (exact nearest neighbours with pykdtree, as the authors'
+evaluate_mesh.py).
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import trimesh
 from pykdtree.kdtree import KDTree
 
 from utils.errors import UserError
+
+TARGET_LEAF_SIZE = 64  # points per leaf of the target (100k-point) tree
 
 # OccNet's values for an empty prediction (the diagonal of the unit cube); normal consistency -1 is its sentinel.
 EMPTY_PREDICTION_METRICS = {
@@ -109,7 +111,9 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     if len(pred_points) == 0:
         return dict(EMPTY_PREDICTION_METRICS)
     pred_normals, target_normals = _unit(pred_normals), _unit(target_normals)
-    accuracy, accuracy_cos = _nearest(pred_points, pred_normals, KDTree(target_points), target_normals)
+    # Leaf sizes measured with bench/losses.py: a coarser target tree builds faster and costs the 10k queries little.
+    target_tree = KDTree(target_points, leafsize=TARGET_LEAF_SIZE)
+    accuracy, accuracy_cos = _nearest(pred_points, pred_normals, target_tree, target_normals)
     completeness, completeness_cos = _nearest(target_points, target_normals, KDTree(pred_points), pred_normals)
     return {
         "chamfer_l1": float(0.5 * (accuracy.mean() + completeness.mean())),
@@ -122,18 +126,36 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
 
 def _nearest(query: np.ndarray, query_normals: np.ndarray, data_tree: KDTree,
              data_normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each query point: the distance to its nearest data point (Q,) and |cos| between their unit normals (Q,)."""
-    dist, index = data_tree.query(query, k=1)
+    """For each query point: the distance to its nearest data point (Q,) and |cos| between their unit normals (Q,).
+
+    The tree is walked in spatial order (`_spatial_order`); results come back in the queries' own order.
+    """
+    order = _spatial_order(query)
+    sorted_dist, sorted_index = data_tree.query(np.take(query, order, axis=0), k=1)
+    dist, index = np.empty_like(sorted_dist), np.empty_like(sorted_index)
+    dist[order], index[order] = sorted_dist, sorted_index
     cos = np.abs(np.einsum("ij,ij->i", query_normals, data_normals[index]))  # (Q,)
     return dist, cos
 
 
+def _spatial_order(points: np.ndarray, cell: float = 0.04) -> np.ndarray:
+    """(N,) permutation that groups points by 4 cm cell, so that consecutive queries walk the same tree leaves.
+
+    Cell indices wrap modulo 32 per axis (a 16-bit key, sorted by numpy's radix sort); cells 1.28 m apart share a
+    key, which costs only locality, never correctness.
+    """
+    cells = (points * (1.0 / cell)).astype(np.int64) & 31  # (N, 3)
+    key = ((cells[:, 0] << 10) | (cells[:, 1] << 5) | cells[:, 2]).astype(np.uint16)
+    return np.argsort(key, kind="stable")
+
+
 def _unit(normals: np.ndarray) -> np.ndarray:
-    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    length = np.sqrt(np.einsum("ij,ij->i", normals, normals))[:, None]  # (N, 1), einsum: 2x faster than linalg.norm
+    return normals / np.maximum(length, 1e-12)
 
 
 def _as_cloud(values: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
+    array = np.ascontiguousarray(values, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != 3:
         raise UserError(f"chamfer_metrics: {name} has shape {array.shape}; expected (N, 3)")
     return array
