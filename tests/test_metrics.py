@@ -86,6 +86,27 @@ def test_chamfer_of_exact_concentric_spheres_is_radius_gap():
     assert metrics["normal_consistency"] == pytest.approx(1.0, rel=1e-12)
 
 
+def test_chamfer_matches_brute_force_nearest_neighbours_on_random_clouds():
+    """Random clouds over 3 m (the spatial query order's 1.28 m key wraps) with random normals: every metric equals
+    the all-pairs reference, so reordering the queries never mismatches a point with another's normal."""
+    rng = np.random.default_rng(11)
+    pred, target = rng.uniform(-1.5, 1.5, (400, 3)), rng.uniform(-1.5, 1.5, (3000, 3))
+    pred_normals, target_normals = rng.normal(size=(400, 3)), rng.normal(size=(3000, 3))
+    distances = np.linalg.norm(pred[:, None] - target[None], axis=2)  # (400, 3000)
+    unit_pred = pred_normals / np.linalg.norm(pred_normals, axis=1, keepdims=True)
+    unit_target = target_normals / np.linalg.norm(target_normals, axis=1, keepdims=True)
+    accuracy, completeness = distances.min(1), distances.min(0)
+    cos_accuracy = np.abs((unit_pred * unit_target[distances.argmin(1)]).sum(1))
+    cos_completeness = np.abs((unit_target * unit_pred[distances.argmin(0)]).sum(1))
+    metrics = chamfer_metrics(pred, pred_normals, target, target_normals)
+    assert metrics["accuracy"] == pytest.approx(accuracy.mean(), rel=1e-12)
+    assert metrics["completeness"] == pytest.approx(completeness.mean(), rel=1e-12)
+    assert metrics["chamfer_l2"] == pytest.approx(0.5 * ((accuracy ** 2).mean() + (completeness ** 2).mean()),
+                                                  rel=1e-12)
+    assert metrics["normal_consistency"] == pytest.approx(0.5 * (cos_accuracy.mean() + cos_completeness.mean()),
+                                                          rel=1e-12)
+
+
 def test_chamfer_of_sampled_spheres_is_close_to_radius_gap():
     a, b = 0.3, 0.4
     rng = np.random.default_rng(3)
