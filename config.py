@@ -126,7 +126,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "model.pretrained": "false",
         "model.freeze_bn": "false",
         "model.bf16": "true",
-        "train.lr": "5e-4",
+        "train.lr": "1e-4",
         "train.batch_size": "4",
         "train.aggregate": "1",
         "train.steps": "1200",
