@@ -73,6 +73,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     lr: float = 5e-5
+    cosine_decay: bool = False  # lr follows lr * (1 + cos(pi * step / steps)) / 2 (the authors keep it constant)
     weight_decay: float = 0.0
     batch_size: int = 1
     aggregate: int = 2  # gradient accumulation: optimizer step every `aggregate` batches
@@ -127,13 +128,14 @@ PRESETS: dict[str, dict[str, str]] = {
         "model.freeze_bn": "false",
         "model.bf16": "true",
         "train.lr": "1e-4",
+        "train.cosine_decay": "true",
         "train.batch_size": "4",
         "train.aggregate": "1",
-        "train.steps": "1200",
-        "train.val_every": "600",
+        "train.steps": "1600",
+        "train.val_every": "800",
         "train.val_max_frames": "24",
         "train.log_every": "25",
-        "train.checkpoint_every": "300",
+        "train.checkpoint_every": "400",
         "train.threads": "2",
         "eval.n_chamfer_points": "5000",
     },

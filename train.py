@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import config as config_module
-from config import Config
+from config import Config, TrainConfig
 from data.dataset import FrameDataset
 from losses import total_loss
 from losses.metrics import weighted_iou
@@ -52,6 +52,15 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="run directory (default: runs/train, or the resumed checkpoint's)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its model.pth")
     return parser.parse_args(argv)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The lr of the optimizer step taken after batch `step` (1-based): cfg.lr, or with cfg.cosine_decay
+    cfg.lr * (1 + cos(pi * (step - 1) / cfg.steps)) / 2, from cfg.lr at the first batch towards 0 at the last.
+    A function of the step alone, so a resumed run continues the schedule exactly."""
+    if not cfg.cosine_decay:
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / cfg.steps))
 
 
 class StepBatchSampler:
@@ -141,6 +150,8 @@ def main(argv=None) -> int:
         if finite:
             nonfinite_in_row = 0
             if step % cfg.train.aggregate == 0:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg.train, step)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():

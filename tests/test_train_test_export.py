@@ -1,6 +1,7 @@
 """train.py, test.py and result_visualization.py end to end on the tiny synthetic dataset."""
 import csv
 import json
+import math
 import os
 import shutil
 import sys
@@ -107,3 +108,15 @@ def test_torchrun_two_processes_on_gloo(tiny_dataset, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(str(tmp_path / "model.pth"))["step"] == 2
+
+
+def test_learning_rate_is_constant_or_a_cosine_of_the_step():
+    from config import TrainConfig
+    from train import learning_rate
+    constant = TrainConfig(lr=1e-4, steps=100)
+    assert [learning_rate(constant, step) for step in (1, 50, 100)] == [1e-4, 1e-4, 1e-4]
+    cosine = TrainConfig(lr=1e-4, steps=100, cosine_decay=True)
+    assert learning_rate(cosine, 1) == pytest.approx(1e-4)
+    assert learning_rate(cosine, 51) == pytest.approx(0.5e-4)  # halfway: cos(pi / 2) = 0
+    assert learning_rate(cosine, 100) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert all(learning_rate(cosine, s) > learning_rate(cosine, s + 1) > 0 for s in range(1, 100))
