@@ -73,7 +73,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     lr: float = 5e-5
-    cosine_decay: bool = False  # lr follows lr * (1 + cos(pi * step / steps)) / 2 (the authors keep it constant)
+    cosine_decay: bool = False  # lr * (1 + cos(pi * (step - 1) / steps)) / 2 per batch step; the authors keep lr constant
     weight_decay: float = 0.0
     batch_size: int = 1
     aggregate: int = 2  # gradient accumulation: optimizer step every `aggregate` batches
