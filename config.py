@@ -53,6 +53,7 @@ class ModelConfig:
     sphere_radius: float = 0.25  # r
     n_sphere_points: int = 200  # S primitive surface points per primitive and item
     euclidean_phi_volume: bool = True  # volume losses see sign(g_m) * distance to the S primitive points
+    init_placement: bool = False  # start primitives at k-means clusters of training bodies; the authors: at random
     bf16: bool = False  # autocast the INN in bfloat16 during training (evaluation stays fp32)
     seed: int = 27  # draws the coupling masks
 

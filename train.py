@@ -34,6 +34,7 @@ from losses.metrics import weighted_iou
 from losses.targets import Targets
 from models.feature_extractor import MIN_IMAGE_SIDE
 from models.neural_parts import NeuralParts
+from models.placement import cluster_placement
 from utils.checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
                               restore_state, save_checkpoint)
 from utils.errors import UserError, run_main
@@ -42,6 +43,7 @@ from utils.runtime import Distributed, git_commit, init_distributed, select_devi
 from utils.training_log import TrainingLog
 
 TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
+PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME = 40, 1000  # inside points clustered for model.init_placement
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -107,7 +109,12 @@ def main(argv=None) -> int:
     val_set = evaluation_dataset(cfg.data.preprocessed_dir, cfg.data.split_file, cfg.data.val_splits, cfg.data)
 
     torch.manual_seed(cfg.train.seed)
-    model = NeuralParts(cfg.model).to(device)
+    model = NeuralParts(cfg.model)
+    if cfg.model.init_placement and resumed is None:
+        inside = train_set.inside_points(PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME, cfg.train.seed)
+        model.inn.set_placement(*cluster_placement(inside, cfg.model.n_primitives, cfg.model.sphere_radius,
+                                                   cfg.train.seed))
+    model = model.to(device)
     optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     start_step, best = 0, {"val_iou": -math.inf, "val_chamfer_l1": math.inf}
     if resumed is not None:

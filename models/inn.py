@@ -31,6 +31,8 @@ from torch import nn
 
 from config import ModelConfig
 
+UPRIGHT_W_BIAS = 4.0  # added to the quaternion's w output by set_placement: initial tilts of about 10 degrees
+
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from unit quaternions (w, x, y, z). q: (..., 4) -> R: (..., 3, 3).
@@ -162,6 +164,8 @@ class ConditionalNVP(nn.Module):
     `condition(C)` turns C (B, M, 512) into a `Conditioning`; `forward` / `inverse` then map points of any
     broadcast-compatible layout. With cfg.bf16 and in training mode the matrix work runs under bfloat16 autocast;
     results are float32 either way, and evaluation mode is always float32.
+    With cfg.init_placement the translation and normaliser of primitive m also carry fixed per-primitive terms,
+    buffers set once by `set_placement` (models/placement.py) and kept in the state dict; they are absent otherwise.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -178,15 +182,35 @@ class ConditionalNVP(nn.Module):
         self.sigma_head = _head(conditioning_size, 3)
         self.rotation_head = _head(conditioning_size, 4)
         self.translation_head = _head(conditioning_size, 3)
+        self.placement = cfg.init_placement
+        if self.placement:
+            self.register_buffer("placement_translation", torch.zeros(cfg.n_primitives, 3))  # (M, 3) metres
+            self.register_buffer("placement_scale", torch.ones(cfg.n_primitives, 3))  # (M, 3) factor on sigma
+
+    def set_placement(self, translation: torch.Tensor, scale: torch.Tensor) -> None:
+        """Start primitive m upright at `translation[m]` (M, 3) with its normaliser multiplied by `scale[m]` (M, 3).
+
+        The scales are per world axis, so the rotation head's w bias is raised by UPRIGHT_W_BIAS: the initial
+        rotations are then near the identity instead of random.
+        """
+        assert self.placement, "set_placement needs model.init_placement"
+        with torch.no_grad():
+            self.placement_translation.copy_(translation)
+            self.placement_scale.copy_(scale)
+            self.rotation_head[-1].bias[0] += UPRIGHT_W_BIAS
 
     def condition(self, C: torch.Tensor) -> Conditioning:
         """C: (B, M, 512) per-primitive features -> Conditioning with (B, M, ...) tensors."""
         quaternion = F.normalize(self.rotation_head(C), dim=-1)  # (B, M, 4)
+        sigma = F.elu(self.sigma_head(C)) + 1  # (B, M, 3)
+        translation = self.translation_head(C)  # (B, M, 3)
+        if self.placement:
+            sigma, translation = sigma * self.placement_scale, translation + self.placement_translation
         return Conditioning(
             coupling=tuple(layer.first_conditioning(C) for layer in self.layers),  # each (B, M, 2H)
-            sigma=F.elu(self.sigma_head(C)) + 1,  # (B, M, 3)
+            sigma=sigma,
             rotation=quaternion_to_matrix(quaternion),  # (B, M, 3, 3)
-            translation=self.translation_head(C),  # (B, M, 3)
+            translation=translation,
         )
 
     def forward(self, x: torch.Tensor, cond: Conditioning) -> torch.Tensor:

@@ -111,3 +111,17 @@ def test_dataloader_workers_open_their_own_files(preprocessed):
     batches = list(loader)
     assert torch.equal(torch.cat([batch["index"] for batch in batches]), torch.arange(6))
     assert torch.equal(batches[1]["volume_points"][2], dataset[5]["volume_points"])
+
+
+def test_inside_points_lie_inside_the_bodies(preprocessed):
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("test",), CFG)
+    points = dataset.inside_points(n_frames=10, n_per_frame=200, seed=0)
+    assert points.shape == (3 * 200, 3)  # only 3 test frames exist (20-22)
+    mesh = body_mesh()
+    # Every frame's sphere (radius 0.35 at x = frame x 5 mm) contains each point when shifted by its own frame.
+    inside_some_frame = np.zeros(len(points), dtype=bool)
+    for frame in (20, 21, 22):
+        winding = igl.winding_number(mesh.vertices + [frame * 0.005, 0.0, 0.0], mesh.faces, points.astype(np.float64))
+        inside_some_frame |= winding > 0.5
+    assert inside_some_frame.all()
+    np.testing.assert_array_equal(points, dataset.inside_points(n_frames=10, n_per_frame=200, seed=0))

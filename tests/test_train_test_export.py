@@ -120,3 +120,15 @@ def test_learning_rate_is_constant_or_a_cosine_of_the_step():
     assert learning_rate(cosine, 51) == pytest.approx(0.5e-4)  # halfway: cos(pi / 2) = 0
     assert learning_rate(cosine, 100) == pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
     assert all(learning_rate(cosine, s) > learning_rate(cosine, s + 1) > 0 for s in range(1, 100))
+
+
+def test_init_placement_is_set_once_from_the_training_bodies(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path, 2, "--set", "model.init_placement=true")
+    first = load_checkpoint(str(tmp_path / "model.pth"))["model"]
+    translation = first["inn.placement_translation"]  # (3, 3) metres
+    assert translation.shape == (3, 3) and translation.abs().sum() > 0
+    assert ((translation > torch.tensor([-0.5, -0.75, -0.5])) & (translation < torch.tensor([0.5, 1.25, 0.5]))).all()
+    train(tiny_dataset, tmp_path, 4, "--resume", str(tmp_path / "model.pth"))
+    resumed = load_checkpoint(str(tmp_path / "model.pth"))["model"]
+    assert torch.equal(resumed["inn.placement_translation"], translation)  # a resumed run keeps its placement
+    assert torch.equal(resumed["inn.placement_scale"], first["inn.placement_scale"])

@@ -1,0 +1,90 @@
+"""model.init_placement: k-means placement of the primitives (models/placement.py) and its use by the INN."""
+import numpy as np
+import pytest
+import torch
+
+import models.placement as placement
+from config import ModelConfig
+from models.neural_parts import NeuralParts
+from models.placement import cluster_placement
+
+
+def solid_ball(centre, radius, n, rng):
+    direction = rng.normal(size=(n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return np.asarray(centre) + radius * rng.random((n, 1)) ** (1 / 3) * direction  # uniform in the ball
+
+
+def vertical_cylinder(x, radius, height, n, rng):
+    angle, r = 2 * np.pi * rng.random(n), radius * np.sqrt(rng.random(n))
+    return np.stack([x + r * np.cos(angle), height * rng.random(n), r * np.sin(angle)], axis=1)
+
+
+def test_two_legs_split_side_by_side_not_into_slabs(monkeypatch):
+    rng = np.random.default_rng(0)
+    legs = np.concatenate([vertical_cylinder(x, 0.06, 0.8, 4000, rng) for x in (-0.1, 0.1)])
+    translation, scale = cluster_placement(legs, 2, radius=0.25, seed=0)
+    order = translation[:, 0].argsort()
+    np.testing.assert_allclose(translation[order].numpy(), [[-0.1, 0.4, 0.0], [0.1, 0.4, 0.0]], atol=0.02)
+    # std of a uniform disc of radius a per axis is a / 2, along the height h / sqrt(12)
+    np.testing.assert_allclose(scale.numpy(), [[0.25 / (5 ** 0.5 * 0.03), 0.25 / (5 ** 0.5 * 0.8 / 12 ** 0.5),
+                                                0.25 / (5 ** 0.5 * 0.03)]] * 2, rtol=0.05)
+    monkeypatch.setattr(placement, "HEIGHT_SHRINK", 1.0)  # unshrunk heights cut both legs into a top and a bottom
+    translation, _ = cluster_placement(legs, 2, radius=0.25, seed=0)
+    assert abs(translation[:, 0]).max() < 0.02 and abs(translation[0, 1] - translation[1, 1]) > 0.3
+
+
+def test_placed_primitives_of_an_identity_network_are_the_clustered_balls():
+    """With the coupling layers, sigma head, translation head and rotation head zeroed, primitive m is exactly the
+    sphere of radius r / scale_m at translation_m: a solid ball's cluster comes back as that ball."""
+    rng = np.random.default_rng(1)
+    centres, radii = [(-0.3, 0.2, 0.0), (0.0, 0.9, 0.1), (0.35, -0.4, 0.0)], [0.1, 0.15, 0.2]
+    points = np.concatenate([solid_ball(c, a, 6000, rng) for c, a in zip(centres, radii)])
+    torch.manual_seed(0)
+    model = NeuralParts(ModelConfig(pretrained="false", n_primitives=3, init_placement=True)).eval()
+    inn = model.inn
+    with torch.no_grad():
+        for layer in inn.layers:
+            for out in (layer.s_out, layer.t_out):
+                out.weight.zero_(), out.bias.zero_()
+        for head in (inn.sigma_head, inn.translation_head, inn.rotation_head):
+            head[-1].weight.zero_(), head[-1].bias.zero_()
+    inn.set_placement(*cluster_placement(points, 3, model.cfg.sphere_radius, seed=0))
+    C = model.conditioning(torch.rand(1, 3, 64, 64))
+    centre_of = inn.placement_translation.numpy()
+    for centre, radius in zip(centres, radii):
+        m = int(np.linalg.norm(centre_of - centre, axis=1).argmin())
+        np.testing.assert_allclose(centre_of[m], centre, atol=0.01)
+        probe = torch.tensor(solid_ball(centre, 1.0, 200, rng) - centre, dtype=torch.float32)  # inside the unit ball
+        probe = probe / torch.linalg.vector_norm(probe, dim=1, keepdim=True)  # unit directions
+        with torch.no_grad():
+            for factor, inside in ((0.9, True), (1.1, False)):
+                g = model.implicit((torch.tensor(centre) + factor * radius * probe)[None].float(), C)[0, :, m]
+                assert bool((g < 0).all()) == inside and bool((g > 0).all()) != inside, (centre, factor)
+
+
+def test_default_model_has_no_placement_terms_and_placed_state_round_trips():
+    default = NeuralParts(ModelConfig(pretrained="false"))
+    assert not any("placement" in key for key in default.state_dict())
+    assert sum(p.numel() for p in default.inn.parameters()) == 2_275_746  # the authors' count
+    cfg = ModelConfig(pretrained="false", n_primitives=2, init_placement=True)
+    source, target = NeuralParts(cfg), NeuralParts(cfg)
+    source.inn.set_placement(torch.tensor([[0.1, 0.2, 0.3], [-0.1, 0.5, 0.0]]), torch.tensor([[2.0] * 3, [0.5] * 3]))
+    target.load_state_dict(source.state_dict())
+    assert torch.equal(target.inn.placement_translation, source.inn.placement_translation)
+    assert torch.equal(target.inn.placement_scale, source.inn.placement_scale)
+
+
+def test_placement_starts_primitives_near_upright():
+    torch.manual_seed(0)
+    model = NeuralParts(ModelConfig(pretrained="false", n_primitives=5, init_placement=True))
+    model.inn.set_placement(torch.zeros(5, 3), torch.ones(5, 3))
+    with torch.no_grad():
+        rotation = model.inn.condition(model.conditioning(torch.rand(4, 3, 64, 64))).rotation  # (4, 5, 3, 3)
+    angle = torch.rad2deg(torch.arccos(((rotation.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)))
+    assert angle.max() < 25.0
+
+
+def test_too_few_points_is_an_error():
+    with pytest.raises(ValueError, match="cannot place 5 primitives"):
+        cluster_placement(np.zeros((6, 3)), 5, radius=0.25, seed=0)
