@@ -73,6 +73,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    optimizer: str = "radam"  # radam (the authors' D-FAUST config) | adam (their other configs, the seed project)
     lr: float = 5e-5
     cosine_decay: bool = False  # lr * (1 + cos(pi * (step - 1) / steps)) / 2 per batch step; the authors keep lr constant
     weight_decay: float = 0.0
@@ -125,6 +126,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "model.n_sphere_points": "64",
         "model.hidden_size": "128",
         "model.proj_dims": "64",
+        "model.init_placement": "true",
         "model.pretrained": "false",
         "model.freeze_bn": "false",
         "model.bf16": "true",
@@ -132,11 +134,11 @@ PRESETS: dict[str, dict[str, str]] = {
         "train.cosine_decay": "true",
         "train.batch_size": "4",
         "train.aggregate": "1",
-        "train.steps": "1600",
-        "train.val_every": "800",
+        "train.steps": "1400",
+        "train.val_every": "700",
         "train.val_max_frames": "24",
         "train.log_every": "25",
-        "train.checkpoint_every": "400",
+        "train.checkpoint_every": "350",
         "train.threads": "2",
         "eval.n_chamfer_points": "5000",
     },

@@ -43,6 +43,7 @@ from utils.runtime import Distributed, git_commit, init_distributed, select_devi
 from utils.training_log import TrainingLog
 
 TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
+OPTIMIZERS = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam}
 PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME = 40, 1000  # inside points clustered for model.init_placement
 
 
@@ -54,6 +55,14 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="run directory (default: runs/train, or the resumed checkpoint's)")
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its model.pth")
     return parser.parse_args(argv)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """cfg.optimizer over all parameters. RAdam's variance rectification scales its first steps down (by 0.43 at
+    step 400 and 0.77 at step 1,600 with beta2 = 0.999), a built-in warm-up that Adam lacks."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -115,7 +124,7 @@ def main(argv=None) -> int:
         model.inn.set_placement(*cluster_placement(inside, cfg.model.n_primitives, cfg.model.sphere_radius,
                                                    cfg.train.seed))
     model = model.to(device)
-    optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model, cfg.train)
     start_step, best = 0, {"val_iou": -math.inf, "val_chamfer_l1": math.inf}
     if resumed is not None:
         restore_state(model, resumed["model"], args.resume)

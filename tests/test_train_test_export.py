@@ -132,3 +132,15 @@ def test_init_placement_is_set_once_from_the_training_bodies(tiny_dataset, tmp_p
     resumed = load_checkpoint(str(tmp_path / "model.pth"))["model"]
     assert torch.equal(resumed["inn.placement_translation"], translation)  # a resumed run keeps its placement
     assert torch.equal(resumed["inn.placement_scale"], first["inn.placement_scale"])
+
+
+def test_optimizer_is_chosen_by_name_and_an_unknown_one_is_a_user_error():
+    from config import TrainConfig
+    from train import make_optimizer
+    from utils.errors import UserError
+    model = torch.nn.Linear(2, 1)
+    assert type(make_optimizer(model, TrainConfig())) is torch.optim.RAdam  # the authors' D-FAUST choice
+    adam = make_optimizer(model, TrainConfig(optimizer="adam", lr=3e-4))
+    assert type(adam) is torch.optim.Adam and adam.param_groups[0]["lr"] == 3e-4
+    with pytest.raises(UserError, match="train.optimizer='sgd' is not one of radam, adam"):
+        make_optimizer(model, TrainConfig(optimizer="sgd"))
