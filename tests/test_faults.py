@@ -603,7 +603,7 @@ def test_a_non_finite_model_is_never_checkpointed(tiny_dataset, tmp_path, monkey
         optimizer.step = poisoned_step
         return optimizer
 
-    monkeypatch.setattr(torch.optim, "RAdam", poisoning_radam)
+    monkeypatch.setitem(train.OPTIMIZERS, "radam", poisoning_radam)
     status, stderr = run_entry(train.main, train_args(tiny_dataset, tmp_path, 6), capsys)
     assert_one_line_error(status, stderr, f"model weights became non-finite; {tmp_path / 'model.pth'} was not written")
     payload = load_checkpoint(str(tmp_path / "model.pth"))
