@@ -139,7 +139,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "train.val_every": "575",
         "train.val_max_frames": "24",
         "train.log_every": "25",
-        "train.checkpoint_every": "575",
+        "train.checkpoint_every": "230",
         "train.threads": "2",
         "eval.n_chamfer_points": "5000",
     },
