@@ -31,7 +31,6 @@ from torch import nn
 
 from config import ModelConfig
 
-UPRIGHT_W_BIAS = 4.0  # added to the quaternion's w output by set_placement: initial tilts of about 10 degrees
 
 
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -188,16 +187,24 @@ class ConditionalNVP(nn.Module):
             self.register_buffer("placement_scale", torch.ones(cfg.n_primitives, 3))  # (M, 3) factor on sigma
 
     def set_placement(self, translation: torch.Tensor, scale: torch.Tensor) -> None:
-        """Start primitive m upright at `translation[m]` (M, 3) with its normaliser multiplied by `scale[m]` (M, 3).
+        """Start primitive m as the upright ellipsoid centred at `translation[m]` (M, 3) with normaliser `scale[m]`.
 
-        The scales are per world axis, so the rotation head's w bias is raised by UPRIGHT_W_BIAS: the initial
-        rotations are then near the identity instead of random.
+        Exactly so, for every image: the last Linear of the translation, normaliser and rotation heads and of every
+        coupling net's s and t are zeroed (the rotation's w bias set to 1), so t, sigma and R start at the
+        placement, 1 and the identity and the couplings at the identity map. Their first layers keep the random
+        initialisation, so every zeroed layer still gets a gradient at the first step. Left random, the heads move
+        primitives by up to about 0.3 m, off the thin limbs they were placed on.
         """
         assert self.placement, "set_placement needs model.init_placement"
         with torch.no_grad():
             self.placement_translation.copy_(translation)
             self.placement_scale.copy_(scale)
-            self.rotation_head[-1].bias[0] += UPRIGHT_W_BIAS
+            outputs = [self.translation_head[-1], self.sigma_head[-1], self.rotation_head[-1]]
+            outputs += [net for layer in self.layers for net in (layer.s_out, layer.t_out)]
+            for linear in outputs:
+                linear.weight.zero_()
+                linear.bias.zero_()
+            self.rotation_head[-1].bias[0] = 1.0  # quaternion (1, 0, 0, 0)
 
     def condition(self, C: torch.Tensor) -> Conditioning:
         """C: (B, M, 512) per-primitive features -> Conditioning with (B, M, ...) tensors."""
