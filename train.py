@@ -106,7 +106,7 @@ class StepBatchSampler:
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    resumed = load_checkpoint(args.resume) if args.resume else None
+    resumed = load_checkpoint(args.resume, resume=True) if args.resume else None
     cfg = _resolve_config(args, resumed)
     dist = init_distributed(cfg.train.device)
     device = select_device(cfg.train.device, dist.local_rank)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
             last_val_iou = summary["iou"]
             row = row or {"step": step}
             row.update(val_iou=summary["iou"], val_chamfer_l1=summary["chamfer_l1"])
-            payload = _checkpoint(model, optimizer, step, best, cfg)
+            payload = _checkpoint(model, None, step, best, cfg)  # best_*.pth: weights only
             if summary["iou"] > best["val_iou"]:
                 best["val_iou"] = payload["best"]["val_iou"] = summary["iou"]
                 _save(os.path.join(run_dir, "best_model.pth"), model, payload)
@@ -278,12 +278,16 @@ def _all_ranks_finite(value: torch.Tensor, dist: Distributed) -> bool:
     return bool(finite.item())
 
 
-def _checkpoint(model: NeuralParts, optimizer, step: int, best: dict, cfg: Config) -> dict:
-    rng = {"torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    return {"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "best": dict(best), "rng": rng, "config": config_module.to_dict(cfg),
-            "git_commit": git_commit()}
+def _checkpoint(model: NeuralParts, optimizer: torch.optim.Optimizer | None, step: int, best: dict,
+                cfg: Config) -> dict:
+    """The checkpoint payload (utils/checkpoint.py); resumable (optimizer and RNG states) when given the optimizer."""
+    payload = {"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "step": step, "best": dict(best),
+               "config": config_module.to_dict(cfg), "git_commit": git_commit()}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+        payload["rng"] = {"torch": torch.get_rng_state(),
+                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return payload
 
 
 def _save(path: str, model: NeuralParts, payload: dict) -> None:

@@ -428,7 +428,7 @@ def test_checkpoints_of_other_versions_fail_in_one_line_and_other_primitive_coun
         "other shape": ({**payload, "model": {**payload["model"], "embedding": torch.zeros(3, 7)}},
                         "size mismatch for embedding"),
         "config": ({**payload, "config": bad_config}, "unknown config key 'model.removed_option'"),
-        "keys": ({k: v for k, v in payload.items() if k != "rng"}, "lacks rng"),
+        "keys": ({k: v for k, v in payload.items() if k != "config"}, "lacks config"),
     }
     for name, (variant, fragment) in variants.items():
         path = tmp_path / f"{name}.pth"
@@ -439,6 +439,12 @@ def test_checkpoints_of_other_versions_fail_in_one_line_and_other_primitive_coun
     # resuming goes through the same checks, for the optimizer's state too
     assert_one_line_error(*run_entry(train.main, ["--resume", str(tmp_path / "other shape.pth")], capsys),
                           "size mismatch for embedding", only_line=True)
+    weights_only = tmp_path / "weights_only.pth"  # a best_*.pth: loads for evaluation, cannot be resumed
+    save_checkpoint(str(weights_only), {k: v for k, v in payload.items() if k not in ("optimizer", "rng")})
+    assert load_model(str(weights_only), torch.device("cpu"))[1].model.n_primitives == 3
+    assert_one_line_error(*run_entry(train.main, ["--resume", str(weights_only)], capsys),
+                          f"checkpoint {weights_only} holds weights only and cannot be resumed; resume from the "
+                          "run's model.pth", only_line=True)
     no_groups = tmp_path / "no_groups.pth"
     save_checkpoint(str(no_groups), {**payload, "optimizer": {"state": {}, "param_groups": []}})
     assert_one_line_error(*run_entry(train.main, ["--resume", str(no_groups)], capsys),

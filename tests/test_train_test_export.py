@@ -48,6 +48,9 @@ def test_training_writes_self_describing_checkpoints_and_logs(trained_run):
     assert payload["step"] == 6
     assert payload["config"]["model"]["n_primitives"] == 3
     assert set(payload) >= {"model", "optimizer", "rng", "best", "git_commit", "config"}
+    best = load_checkpoint(str(trained_run / "best_model.pth"))  # weights only: no optimizer moments
+    assert set(best) >= {"model", "best", "config"} and not set(best) & {"optimizer", "rng"}
+    assert (trained_run / "best_model.pth").stat().st_size < 0.5 * (trained_run / "model.pth").stat().st_size
     assert 0.0 <= payload["best"]["val_iou"] <= 1.0
     rows = log_rows(trained_run)
     assert sorted(rows) == [1, 2, 3, 4, 5, 6]

@@ -3,12 +3,13 @@
 A checkpoint is a dict with:
     format_version  int, CHECKPOINT_VERSION
     model           the model's state_dict (coupling masks included)
-    optimizer       the optimizer's state_dict
     step            batches already trained
     best            {"val_iou": float, "val_chamfer_l1": float}
-    rng             {"torch": ByteTensor, "cuda": list[ByteTensor]}
     config          config.to_dict of the resolved config
     git_commit      the commit the run started from ("unknown" outside git)
+and, in the resumable model.pth only (the best_*.pth of a run hold weights only, a third of the size):
+    optimizer       the optimizer's state_dict
+    rng             {"torch": ByteTensor, "cuda": list[ByteTensor]}
 Loading first checks the CRC-32 that the zip archive stores for every record (torch.load does not, so a flipped
 byte inside a weight would load silently), then uses torch.load(weights_only=True): no pickled code can run.
 """
@@ -26,7 +27,8 @@ from models.neural_parts import NeuralParts
 from utils.errors import UserError
 
 CHECKPOINT_VERSION = 1
-REQUIRED_KEYS = ("model", "optimizer", "step", "best", "rng", "config")
+REQUIRED_KEYS = ("model", "step", "best", "config")
+RESUME_KEYS = ("optimizer", "rng")  # present in resumable checkpoints only
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
@@ -66,8 +68,11 @@ def _umask() -> int:
     return mask
 
 
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint written by `save_checkpoint`; any problem is a one-line UserError."""
+def load_checkpoint(path: str, map_location: str | torch.device = "cpu", resume: bool = False) -> dict:
+    """Load and validate a checkpoint written by `save_checkpoint`; any problem is a one-line UserError.
+
+    With `resume`, the checkpoint must also hold the optimizer and RNG states (a run's model.pth).
+    """
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist; pass the path of a .pth file written by train.py")
     _verify_archive(path)
@@ -86,6 +91,9 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise UserError(f"checkpoint {path} lacks {', '.join(missing)}; it was not written by this project's train.py")
+    if resume and any(key not in payload for key in RESUME_KEYS):
+        raise UserError(f"checkpoint {path} holds weights only and cannot be resumed; resume from the run's "
+                        f"model.pth (best_*.pth are for test.py and export)")
     return payload
 
 
