@@ -32,7 +32,6 @@ from torch import nn
 from config import ModelConfig
 
 
-
 def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices from unit quaternions (w, x, y, z). q: (..., 4) -> R: (..., 3, 3).
 
