@@ -140,4 +140,4 @@ def _verify_archive(path: str) -> None:
 
 def _corrupt(path: str, detail: str) -> UserError:
     return UserError(f"checkpoint {path} is truncated or corrupt ({detail}); "
-                     f"use an earlier checkpoint of the run (e.g. best_model.pth)")
+                     f"use an earlier checkpoint of the run (best_model.pth evaluates; only model.pth resumes)")
