@@ -44,7 +44,7 @@ from utils.training_log import TrainingLog
 
 TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
 OPTIMIZERS = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam}
-PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME = 40, 1000  # inside points clustered for model.init_placement
+PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME = 40, 1000  # body points clustered for model.init_placement
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -120,9 +120,9 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.train.seed)
     model = NeuralParts(cfg.model)
     if cfg.model.init_placement and resumed is None:
-        inside = train_set.inside_points(PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME, cfg.train.seed)
-        model.inn.set_placement(*cluster_placement(inside, cfg.model.n_primitives, cfg.model.sphere_radius,
-                                                   cfg.train.seed))
+        inside, surface = train_set.body_points(PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME, cfg.train.seed)
+        model.inn.set_placement(*cluster_placement(inside, surface, cfg.model.n_primitives,
+                                                   cfg.model.sphere_radius, cfg.train.seed))
     model = model.to(device)
     optimizer = make_optimizer(model, cfg.train)
     start_step, best = 0, {"val_iou": -math.inf, "val_chamfer_l1": math.inf}

@@ -82,22 +82,26 @@ class FrameDataset(torch.utils.data.Dataset):
             "index": torch.tensor(index, dtype=torch.int64),
         }
 
-    def inside_points(self, n_frames: int, n_per_frame: int, seed: int) -> np.ndarray:
-        """Stored volume points inside the bodies of up to `n_frames` random frames, `n_per_frame` from each
-        (drawn with replacement, uniform over each body's inside): (n_frames * n_per_frame, 3) float32 metres."""
+    def body_points(self, n_frames: int, n_per_frame: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Points of the bodies of up to `n_frames` random frames, `n_per_frame` of each kind from each frame:
+        (inside, surface), each (n_frames * n_per_frame, 3) float32 metres. Inside points are stored volume points
+        drawn with replacement from those inside the body (uniform over its inside); surface points are a window
+        of the stored, shuffled surface samples (uniform over its area)."""
         rng = np.random.default_rng(seed)
         chosen = rng.choice(len(self.frames), size=min(n_frames, len(self.frames)), replace=False)
-        points = []
+        inside_points, surface_points = [], []
         for index in sorted(chosen):
             sequence_id, frame = self.frames[index]
             reader = self._reader(sequence_id)
             row = reader.row(frame)
             inside = np.flatnonzero(reader.labels(row))
             if len(inside):
-                points.append(reader.volume_points(row, np.sort(rng.choice(inside, n_per_frame))))
-        if not points:
+                inside_points.append(reader.volume_points(row, np.sort(rng.choice(inside, n_per_frame))))
+                start = int(rng.integers(0, reader.settings.n_points - n_per_frame + 1))
+                surface_points.append(reader.surface(row, start, start + n_per_frame)[0])
+        if not inside_points:
             raise UserError(f"no stored volume point lies inside a body in {self.root}; check the preprocessing")
-        return np.concatenate(points)
+        return np.concatenate(inside_points), np.concatenate(surface_points)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_readers": {}}  # open HDF5 handles do not pickle (spawned workers)

@@ -113,15 +113,20 @@ def test_dataloader_workers_open_their_own_files(preprocessed):
     assert torch.equal(batches[1]["volume_points"][2], dataset[5]["volume_points"])
 
 
-def test_inside_points_lie_inside_the_bodies(preprocessed):
+def test_body_points_lie_inside_and_on_the_bodies(preprocessed):
     dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("test",), CFG)
-    points = dataset.inside_points(n_frames=10, n_per_frame=200, seed=0)
-    assert points.shape == (3 * 200, 3)  # only 3 test frames exist (20-22)
+    inside, surface = dataset.body_points(n_frames=10, n_per_frame=200, seed=0)
+    assert inside.shape == surface.shape == (3 * 200, 3)  # only 3 test frames exist (20-22)
     mesh = body_mesh()
     # Every frame's sphere (radius 0.35 at x = frame x 5 mm) contains each point when shifted by its own frame.
-    inside_some_frame = np.zeros(len(points), dtype=bool)
+    inside_some_frame = np.zeros(len(inside), dtype=bool)
+    on_some_frame = np.zeros(len(surface), dtype=bool)
     for frame in (20, 21, 22):
-        winding = igl.winding_number(mesh.vertices + [frame * 0.005, 0.0, 0.0], mesh.faces, points.astype(np.float64))
-        inside_some_frame |= winding > 0.5
-    assert inside_some_frame.all()
-    np.testing.assert_array_equal(points, dataset.inside_points(n_frames=10, n_per_frame=200, seed=0))
+        shifted = mesh.vertices + [frame * 0.005, 0.0, 0.0]
+        inside_some_frame |= igl.winding_number(shifted, mesh.faces, inside.astype(np.float64)) > 0.5
+        distance = igl.signed_distance(surface.astype(np.float64), shifted, mesh.faces)[0]
+        on_some_frame |= np.abs(distance) < 1e-5
+    assert inside_some_frame.all() and on_some_frame.all()
+    again = dataset.body_points(n_frames=10, n_per_frame=200, seed=0)
+    np.testing.assert_array_equal(inside, again[0])
+    np.testing.assert_array_equal(surface, again[1])

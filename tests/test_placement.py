@@ -1,12 +1,15 @@
 """model.init_placement: k-means placement of the primitives (models/placement.py) and its use by the INN."""
+import igl
 import numpy as np
 import pytest
 import torch
+import trimesh
 
 import models.placement as placement
 from config import ModelConfig
 from models.neural_parts import NeuralParts
 from models.placement import cluster_placement
+from preprocess.synthetic_body import JOINT_INDEX, build_template, make_body, sample_shape
 
 
 def solid_ball(centre, radius, n, rng):
@@ -15,23 +18,57 @@ def solid_ball(centre, radius, n, rng):
     return np.asarray(centre) + radius * rng.random((n, 1)) ** (1 / 3) * direction  # uniform in the ball
 
 
-def vertical_cylinder(x, radius, height, n, rng):
-    angle, r = 2 * np.pi * rng.random(n), radius * np.sqrt(rng.random(n))
+def ball_surface(centre, radius, n, rng):
+    direction = rng.normal(size=(n, 3))
+    return np.asarray(centre) + radius * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+
+
+def vertical_cylinder(x, radius, height, n, rng, surface=False):
+    """n points uniform in (or, with surface, on the side of) a vertical cylinder standing on y = 0 at x."""
+    angle, r = 2 * np.pi * rng.random(n), radius * (np.ones(n) if surface else np.sqrt(rng.random(n)))
     return np.stack([x + r * np.cos(angle), height * rng.random(n), r * np.sin(angle)], axis=1)
+
+
+def cylinders(xs, radii, height, n, rng):
+    """(inside, surface) points of a body of vertical cylinders, about n of each kind, spread as a body's samples
+    are: inside points by volume (radius squared), surface points by area (radius)."""
+    radii = np.asarray(radii)
+    return tuple(np.concatenate([vertical_cylinder(x, r, height, round(n * share), rng, surface)
+                                 for x, r, share in zip(xs, radii, weight / weight.sum())])
+                 for surface, weight in ((False, radii ** 2), (True, radii)))
 
 
 def test_two_legs_split_side_by_side_not_into_slabs(monkeypatch):
     rng = np.random.default_rng(0)
-    legs = np.concatenate([vertical_cylinder(x, 0.06, 0.8, 4000, rng) for x in (-0.1, 0.1)])
-    translation, scale = cluster_placement(legs, 2, radius=0.25, seed=0)
+    legs = cylinders((-0.1, 0.1), (0.06, 0.06), 0.8, 8000, rng)
+    translation, scale = cluster_placement(*legs, 2, radius=0.25, seed=0)
     order = translation[:, 0].argsort()
     np.testing.assert_allclose(translation[order].numpy(), [[-0.1, 0.4, 0.0], [0.1, 0.4, 0.0]], atol=0.02)
     # std of a uniform disc of radius a per axis is a / 2, along the height h / sqrt(12)
     np.testing.assert_allclose(scale.numpy(), [[0.25 / (5 ** 0.5 * 0.03), 0.25 / (5 ** 0.5 * 0.8 / 12 ** 0.5),
                                                 0.25 / (5 ** 0.5 * 0.03)]] * 2, rtol=0.05)
     monkeypatch.setattr(placement, "HEIGHT_SHRINK", 1.0)  # unshrunk heights cut both legs into a top and a bottom
-    translation, _ = cluster_placement(legs, 2, radius=0.25, seed=0)
+    translation, _ = cluster_placement(*legs, 2, radius=0.25, seed=0)
     assert abs(translation[:, 0]).max() < 0.02 and abs(translation[0, 1] - translation[1, 1]) > 0.3
+
+
+@pytest.mark.parametrize("gender", ["m", "f"])
+def test_five_primitives_start_one_per_limb_and_one_on_the_trunk_of_a_synthetic_body(gender):
+    """The embedded dataset's body in its calibration pose: each arm, each leg and the trunk gets a primitive
+    of its own (the nearest primitive of each part's middle joint is a different one), the arms' within 10 cm
+    of the elbow."""
+    rng = np.random.default_rng(0)
+    template = build_template()
+    body = make_body(template, sample_shape(rng, gender))
+    mesh = trimesh.Trimesh(body.vertices, template.faces, process=False)
+    surface = trimesh.sample.sample_surface(mesh, 20000, seed=0)[0]
+    box = rng.uniform(*mesh.bounds, size=(100_000, 3))
+    inside = box[igl.winding_number(mesh.vertices, mesh.faces, box) > 0.5]
+    translation, _ = cluster_placement(inside, surface, 5, radius=0.25, seed=0)
+    parts = ["left_elbow", "right_elbow", "left_knee", "right_knee", "chest"]
+    distance = np.linalg.norm(body.joints[[JOINT_INDEX[p] for p in parts]][:, None] - translation.numpy()[None], axis=2)
+    assert sorted(distance.argmin(axis=1)) == [0, 1, 2, 3, 4]
+    assert distance[:2].min(axis=1).max() < 0.1
 
 
 def test_placed_primitives_are_exactly_the_clustered_balls_for_any_image():
@@ -40,10 +77,11 @@ def test_placed_primitives_are_exactly_the_clustered_balls_for_any_image():
     rng = np.random.default_rng(1)
     centres, radii = [(-0.3, 0.2, 0.0), (0.0, 0.9, 0.1), (0.35, -0.4, 0.0)], [0.1, 0.15, 0.2]
     points = np.concatenate([solid_ball(c, a, 6000, rng) for c, a in zip(centres, radii)])
+    surface = np.concatenate([ball_surface(c, a, 6000, rng) for c, a in zip(centres, radii)])
     torch.manual_seed(0)
     model = NeuralParts(ModelConfig(pretrained="false", n_primitives=3, init_placement=True)).eval()
     inn = model.inn
-    inn.set_placement(*cluster_placement(points, 3, model.cfg.sphere_radius, seed=0))
+    inn.set_placement(*cluster_placement(points, surface, 3, model.cfg.sphere_radius, seed=0))
     centre_of = inn.placement_translation.numpy()
     for image, (centre, radius) in zip(torch.rand(3, 1, 3, 64, 64), zip(centres, radii)):
         C = model.conditioning(image)  # a different image for each ball
@@ -80,5 +118,5 @@ def test_placement_starts_primitives_upright_and_still_learns_to_move_them():
 
 
 def test_too_few_points_is_an_error():
-    with pytest.raises(ValueError, match="cannot place 5 primitives"):
-        cluster_placement(np.zeros((6, 3)), 5, radius=0.25, seed=0)
+    with pytest.raises(ValueError, match="6 surface points cannot place 5 primitives"):
+        cluster_placement(np.zeros((6, 3)), np.zeros((6, 3)), 5, radius=0.25, seed=0)
