@@ -9,8 +9,8 @@ The clusters are k-means cells of points on the body surfaces, found with height
 HEIGHT_SHRINK, so the body splits side by side into limb-wide strips instead of horizontal slabs. Surface points
 weigh a thin limb by its area rather than its volume: on the demo's training bodies five surface cells are the two
 arms, the two legs and the trunk with the head, while five cells of the inside split the bulky trunk and leave the
-arms to trunk primitives (the tightest of ten k-means runs either way). Each primitive then starts at the centroid of the body's inside in its cell, with
-that inside's extent per axis.
+arms to trunk primitives (the tightest of ten k-means runs either way). Each primitive then starts at the centroid
+of the body's inside in its cell, with that inside's extent per axis.
 """
 from __future__ import annotations
 

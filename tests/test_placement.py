@@ -52,13 +52,17 @@ def test_two_legs_split_side_by_side_not_into_slabs(monkeypatch):
     assert abs(translation[:, 0]).max() < 0.02 and abs(translation[0, 1] - translation[1, 1]) > 0.3
 
 
+@pytest.fixture(scope="module")
+def template():
+    return build_template()
+
+
 @pytest.mark.parametrize("gender", ["m", "f"])
-def test_five_primitives_start_one_per_limb_and_one_on_the_trunk_of_a_synthetic_body(gender):
+def test_five_primitives_start_one_per_limb_and_one_on_the_trunk_of_a_synthetic_body(template, gender):
     """The embedded dataset's body in its calibration pose: each arm, each leg and the trunk gets a primitive
     of its own (the nearest primitive of each part's middle joint is a different one), the arms' within 10 cm
     of the elbow."""
     rng = np.random.default_rng(0)
-    template = build_template()
     body = make_body(template, sample_shape(rng, gender))
     mesh = trimesh.Trimesh(body.vertices, template.faces, process=False)
     surface = trimesh.sample.sample_surface(mesh, 20000, seed=0)[0]
@@ -66,7 +70,8 @@ def test_five_primitives_start_one_per_limb_and_one_on_the_trunk_of_a_synthetic_
     inside = box[igl.winding_number(mesh.vertices, mesh.faces, box) > 0.5]
     translation, _ = cluster_placement(inside, surface, 5, radius=0.25, seed=0)
     parts = ["left_elbow", "right_elbow", "left_knee", "right_knee", "chest"]
-    distance = np.linalg.norm(body.joints[[JOINT_INDEX[p] for p in parts]][:, None] - translation.numpy()[None], axis=2)
+    joints = body.joints[[JOINT_INDEX[part] for part in parts]]  # (5, 3) metres
+    distance = np.linalg.norm(joints[:, None] - translation.numpy()[None], axis=2)  # (part, primitive)
     assert sorted(distance.argmin(axis=1)) == [0, 1, 2, 3, 4]
     assert distance[:2].min(axis=1).max() < 0.1
 
