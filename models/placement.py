@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.cluster.vq import kmeans2
+from scipy.cluster.vq import kmeans2, vq
 
 HEIGHT_SHRINK = 0.15  # y scale while clustering; 1 gives slabs that put both legs in one cluster
 KMEANS_RESTARTS = 10  # k-means runs from different seeds; the tightest (least mean squared distance) is kept
@@ -37,7 +37,7 @@ def cluster_placement(inside: np.ndarray, surface: np.ndarray, n_primitives: int
         raise ValueError(f"{len(surface)} surface points cannot place {n_primitives} primitives")
     shrink = np.array([1.0, HEIGHT_SHRINK, 1.0])
     centroids = _tightest_kmeans(surface.astype(np.float64) * shrink, n_primitives, seed)
-    cell = np.linalg.norm(inside[:, None, :] * shrink - centroids[None], axis=2).argmin(axis=1)  # (N,)
+    cell, _ = vq(inside.astype(np.float64) * shrink, centroids)  # (N,) index of each inside point's cell
     translation, spread = centroids / shrink, np.full((n_primitives, 3), radius)  # (M, 3) metres
     for m in range(n_primitives):
         if (cell == m).sum() > 1:
@@ -50,8 +50,8 @@ def _tightest_kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Centroids (k, 3) of the k-means++ run with the least mean squared distance among KMEANS_RESTARTS seeds."""
     best, best_distortion = None, np.inf
     for restart in range(KMEANS_RESTARTS):
-        centroids, labels = kmeans2(points, k, seed=seed + restart, minit="++")
-        distortion = ((points - centroids[labels]) ** 2).sum(axis=1).mean()
+        centroids, _ = kmeans2(points, k, seed=seed + restart, minit="++")
+        distortion = np.mean(vq(points, centroids)[1] ** 2)
         if distortion < best_distortion:
             best, best_distortion = centroids, distortion
     return best
