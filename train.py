@@ -62,7 +62,9 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     step 400 and 0.77 at step 1,600 with beta2 = 0.999), a built-in warm-up that Adam lacks."""
     if cfg.optimizer not in OPTIMIZERS:
         raise UserError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one multi-tensor kernel per operation instead of a loop over ~150 parameter tensors (the same
+    # update; on the CPU 1.5x faster, 0.11 -> 0.07 s per demo step). CUDA already defaults to it.
+    return OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         finite = _all_ranks_finite(loss, dist)
         if finite:
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm, foreach=True)
             finite = _all_ranks_finite(grad_norm, dist)
         step += 1
         if finite:
