@@ -33,6 +33,8 @@ class DataConfig:
     n_volume_points: int = 5000  # volume samples drawn per item
     n_surface_points: int = 1500  # surface window per item
     balanced_sampling: bool = True  # the authors' "equal": half the draws inside, importance-weighted
+    near_surface_share: float = 0.0  # share of the outside draws taken near the surface (balanced only); the authors: 0
+    near_surface_distance: float = 0.04  # metres from a mesh vertex that count as near the surface
     train_splits: tuple[str, ...] = ("train", "val")  # the authors train on train+val
     val_splits: tuple[str, ...] = ("val",)
     test_splits: tuple[str, ...] = ("test",)

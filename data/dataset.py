@@ -12,7 +12,7 @@ from PIL import Image
 from config import DataConfig
 from data import format as fmt
 from data.preprocessed import SequenceReader
-from data.sampling import draw_volume_samples
+from data.sampling import draw_volume_samples, near_surface
 from data.splits import read_split_file, select_frames
 from utils.errors import UserError
 
@@ -26,7 +26,7 @@ class FrameDataset(torch.utils.data.Dataset):
     (or the rendered size when 0):
         image            (3, S, S) float32 in [0, 1] (not ImageNet-normalised: the model does that)
         volume_points    (Nv, 3) float32, drawn with replacement from the stored points (balanced when
-                         cfg.balanced_sampling)
+                         cfg.balanced_sampling; cfg.near_surface_share of the outside draws near the surface)
         volume_labels    (Nv,) float32, 1 inside
         volume_weights   (Nv,) float32, importance weights (all 1 without balancing)
         surface_points   (Ns, 3) float32, a random contiguous window of the (shuffled) stored samples
@@ -54,6 +54,7 @@ class FrameDataset(torch.utils.data.Dataset):
             warnings.warn(f"{missing} of {len(wanted)} frames of splits {', '.join(splits)} are not preprocessed "
                           f"in {self.root} (first: {first[0]}:{first[1]}); using the other {len(self.frames)}")
         self._readers: dict[str, SequenceReader] = {}
+        self._near: dict[tuple[str, int], np.ndarray] = {}  # (sequence, row) -> near-surface mask
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -67,7 +68,9 @@ class FrameDataset(torch.utils.data.Dataset):
         row = reader.row(frame)
 
         inside = reader.labels(row)  # (P,)
-        draws, weights = draw_volume_samples(inside, self.cfg.n_volume_points, self.cfg.balanced_sampling, rng)
+        near = self._near_surface(sequence_id, reader, row) if self.cfg.near_surface_share > 0 else None
+        draws, weights = draw_volume_samples(inside, self.cfg.n_volume_points, self.cfg.balanced_sampling, rng,
+                                             near, self.cfg.near_surface_share)
         volume_points = reader.volume_points(row, draws)  # (Nv, 3)
         start = int(rng.integers(0, reader.settings.n_points - self.cfg.n_surface_points + 1))
         surface_points, surface_normals = reader.surface(row, start, start + self.cfg.n_surface_points)
@@ -105,6 +108,15 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_readers": {}}  # open HDF5 handles do not pickle (spawned workers)
+
+    def _near_surface(self, sequence_id: str, reader: SequenceReader, row: int) -> np.ndarray:
+        """(P,) bool: the frame's stored volume points within cfg.near_surface_distance of its mesh, computed once
+        per frame and process (about 10 ms; 100 KB kept per frame)."""
+        key = (sequence_id, row)
+        if key not in self._near:
+            points = reader.volume_points(row, np.arange(reader.settings.n_points))
+            self._near[key] = near_surface(points, reader.vertices(row), self.cfg.near_surface_distance)
+        return self._near[key]
 
     def _image(self, reader: SequenceReader, row: int) -> torch.Tensor:
         image = reader.image(row)  # (H, W, 3) uint8

@@ -10,6 +10,8 @@ from config import DataConfig
 from data.dataset import FrameDataset
 from data.preprocessed import read_frame
 from preprocess import pipeline
+from data.sampling import near_surface
+from utils.evaluation import evaluation_dataset
 from tests.analytic_dfaust import body_mesh, small_dataset, write_split
 from utils.errors import UserError
 
@@ -57,6 +59,36 @@ def test_items_are_consistent_with_the_mesh(preprocessed):
     labels = item["volume_labels"].numpy().astype(bool)
     np.testing.assert_allclose(weights[labels], 2 * inside_fraction, rtol=1e-6)
     np.testing.assert_allclose(weights[~labels], 2 * (1 - inside_fraction), rtol=1e-6)
+
+
+def test_near_surface_draws_keep_the_weighted_means(preprocessed):
+    """Half of the outside draws come from a 4 cm band around the sphere; the weights still undo every bias."""
+    cfg = dataclasses.replace(CFG, n_volume_points=20_000, near_surface_share=0.5, near_surface_distance=0.04)
+    dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("test",), cfg)
+    item = dataset[1]
+    frame = read_frame(preprocessed["root"], "50004_running_on_spot", 21)
+    band = near_surface(frame.volume_points, frame.vertices, 0.04) & ~frame.volume_labels  # (N,) outside, near
+    points, weights = item["volume_points"].numpy(), item["volume_weights"].numpy()
+    labels = item["volume_labels"].numpy().astype(bool)
+    radius = np.linalg.norm(points - [21 * 0.005, 0.25, 0.0], axis=1)  # the sphere: radius 0.35
+    in_band = ~labels & (radius < 0.35 + 0.04)
+    assert 0.46 < in_band.sum() / (~labels).sum() < 0.54  # the near share of the outside draws
+    assert band.mean() < 0.1  # ... from a band that is a small part of the outside
+    np.testing.assert_allclose(weights[labels], 2 * frame.volume_labels.mean(), rtol=1e-6)
+    close = ~labels & (radius < 0.35 + 0.01)  # in the band whatever the vertex spacing
+    np.testing.assert_allclose(weights[close], 4 * band.mean(), rtol=1e-6)
+    assert abs(np.mean(weights * labels) / frame.volume_labels.mean() - 1) < 0.03  # the inside fraction
+    centre = [21 * 0.005, 0.25, 0.0]
+    shell = (np.linalg.norm(frame.volume_points - centre, axis=1) < 0.35 + 0.04) & ~frame.volume_labels  # (N,)
+    estimates = []  # the fraction of the box in the 4 cm shell, from 10 draws
+    for key in range(10):
+        draw = dataset[(1, key)]
+        in_shell = (np.linalg.norm(draw["volume_points"].numpy() - centre, axis=1) < 0.35 + 0.04) & (
+            draw["volume_labels"].numpy() == 0)
+        estimates.append(np.mean(draw["volume_weights"].numpy() * in_shell))
+    assert abs(np.mean(estimates) / shell.mean() - 1) < 0.03
+    evaluated = evaluation_dataset(preprocessed["root"], preprocessed["split_file"], ("test",), cfg)[1]
+    assert len(np.unique(evaluated["volume_weights"].numpy())) == 2  # evaluation keeps the authors' draws
 
 
 def test_draws_are_deterministic_per_key(preprocessed):

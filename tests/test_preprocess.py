@@ -22,7 +22,7 @@ import trimesh
 from config import DataConfig
 from data import format as fmt
 from data.preprocessed import SequenceReader, read_frame
-from data.sampling import draw_volume_samples
+from data.sampling import draw_volume_samples, near_surface
 from data.splits import read_split_file
 from preprocess import pipeline, store
 from preprocess.dfaust_source import DfaustSource
@@ -93,6 +93,28 @@ def test_weighted_inside_fraction_equals_the_true_volume_fraction():
     np.testing.assert_allclose(weights[inside[draws]], 2 * inside.mean(), rtol=1e-6)
     uniform_draws, uniform_weights = draw_volume_samples(inside, 1000, False, np.random.default_rng(0))
     assert (uniform_weights == 1).all() and uniform_draws.max() < len(inside)
+
+
+def test_balanced_draws_are_the_authors_scheme():
+    """Without a near-surface band the draw is the two-stratum scheme, to the bit: a uniform number < 0.5 picks
+    inside, then one uniform index per side."""
+    inside = np.random.default_rng(1).random(5000) < 0.1
+    draws, weights = draw_volume_samples(inside, 1000, True, np.random.default_rng(7), near=inside, near_share=0.0)
+    rng = np.random.default_rng(7)
+    pick_inside = rng.random(1000) < 0.5
+    inside_draws = np.flatnonzero(inside)[rng.integers(0, inside.sum(), 1000)]
+    outside_draws = np.flatnonzero(~inside)[rng.integers(0, (~inside).sum(), 1000)]
+    np.testing.assert_array_equal(draws, np.where(pick_inside, inside_draws, outside_draws))
+    np.testing.assert_allclose(weights, np.where(pick_inside, 2 * inside.mean(), 2 * (1 - inside.mean())), rtol=1e-6)
+
+
+def test_near_surface_marks_a_band_around_a_sphere():
+    mesh = trimesh.creation.icosphere(subdivisions=5, radius=0.3)  # vertices about 1 cm apart
+    directions = np.random.default_rng(0).normal(size=(4000, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    radii = np.repeat([0.1, 0.27, 0.31, 0.325, 0.36, 0.6], len(directions) // 6 + 1)[:len(directions)]
+    near = near_surface(directions * radii[:, None], mesh.vertices, distance=0.04)
+    np.testing.assert_array_equal(near, np.isin(radii, [0.27, 0.31, 0.325]))  # 1-2.5 cm off: in; 6 cm: out
 
 
 def test_render_is_grey_body_in_frame_on_white():

@@ -27,9 +27,11 @@ METRIC_NAMES = ("iou", "chamfer_l1", "chamfer_l2", "normal_consistency")
 
 
 def evaluation_dataset(root: str, split_file: str, splits: tuple[str, ...], data_cfg: DataConfig) -> FrameDataset:
-    """A dataset whose items carry every stored surface sample (the Chamfer target), not a window."""
+    """A dataset whose items carry every stored surface sample (the Chamfer target), not a window, and whose
+    volume draws are the authors' balanced ones (no near-surface stratum: that is a training-time choice)."""
     cfg = copy.deepcopy(data_cfg)
     cfg.n_surface_points = cfg.n_stored_points
+    cfg.near_surface_share = 0.0
     return FrameDataset(root, split_file, splits, cfg)
 
 
