@@ -77,7 +77,7 @@ def timed_step(model, optimizer, images, targets, cfg) -> dict[str, float]:
     loss.backward()
     clock["backward (incl. double backward)"] = now() - started
     started = now()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm, foreach=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     clock["clip + optimizer"] = now() - started
@@ -114,7 +114,7 @@ def main() -> int:
                                          f"model.bf16={args.bf16}", "model.pretrained=false"])
     device = torch.device(args.device)
     model = NeuralParts(cfg.model).to(device).train()
-    optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr)
+    optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, foreach=True)  # as train.py
     generator = torch.Generator().manual_seed(0)
     batches = [random_batch(args.batch, args.volume, args.surface, args.image_size, generator, device)
                for _ in range(2 + args.repeats)]

@@ -39,6 +39,10 @@ class FrameDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         self.cfg = cfg
         self.seed = seed
+        if not 0 <= cfg.near_surface_share < 1 or cfg.near_surface_distance <= 0:
+            raise UserError(f"data.near_surface_share={cfg.near_surface_share} must be in [0, 1) and "
+                            f"data.near_surface_distance={cfg.near_surface_distance} above 0 (far outside points "
+                            "need draws of their own for the weights to stay exact)")
         if not self.root.is_dir():
             raise UserError(f"preprocessed directory {self.root} not found; run preprocess/preprocess_dfaust.py "
                             "or set data.preprocessed_dir")

@@ -91,6 +91,13 @@ def test_near_surface_draws_keep_the_weighted_means(preprocessed):
     assert len(np.unique(evaluated["volume_weights"].numpy())) == 2  # evaluation keeps the authors' draws
 
 
+@pytest.mark.parametrize("share, distance", [(1.0, 0.04), (-0.1, 0.04), (0.5, 0.0)])
+def test_near_surface_settings_are_checked(preprocessed, share, distance):
+    cfg = dataclasses.replace(CFG, near_surface_share=share, near_surface_distance=distance)
+    with pytest.raises(UserError, match="data.near_surface_share"):
+        FrameDataset(preprocessed["root"], preprocessed["split_file"], ("test",), cfg)
+
+
 def test_draws_are_deterministic_per_key(preprocessed):
     dataset = FrameDataset(preprocessed["root"], preprocessed["split_file"], ("train",), CFG, seed=5)
     first, again = dataset[1], dataset[1]
