@@ -28,8 +28,8 @@ def draw_volume_samples(inside: np.ndarray, n_draws: int, balanced: bool, rng: n
         near_index, far_index = np.flatnonzero(near & ~inside), np.flatnonzero(~near & ~inside)
         if len(near_index) and len(far_index):
             strata, shares = [inside_index, far_index, near_index], [0.5, 0.5 * (1 - near_share), 0.5 * near_share]
-    # One uniform number per draw picks its stratum; then one uniform index per stratum and draw. With the two
-    # strata of the plain balanced draw this is the random stream the authors' scheme had here before strata.
+    # One uniform number per draw picks its stratum, then one uniform index per stratum and draw: with the two
+    # strata (inside, outside) exactly the plain balanced draw, random stream included.
     stratum = np.searchsorted(np.cumsum(shares)[:-1], rng.random(n_draws), side="right")  # (n_draws,)
     picks = [index[rng.integers(0, len(index), n_draws)] for index in strata]
     indices = np.choose(stratum, picks)
