@@ -9,11 +9,11 @@ import torch
 from config import DataConfig
 from data.dataset import FrameDataset
 from data.preprocessed import read_frame
-from preprocess import pipeline
 from data.sampling import near_surface
-from utils.evaluation import evaluation_dataset
+from preprocess import pipeline
 from tests.analytic_dfaust import body_mesh, small_dataset, write_split
 from utils.errors import UserError
+from utils.evaluation import evaluation_dataset
 
 CFG = DataConfig(n_stored_points=20_000, n_volume_points=3000, n_surface_points=1500)
 
@@ -70,7 +70,8 @@ def test_near_surface_draws_keep_the_weighted_means(preprocessed):
     band = near_surface(frame.volume_points, frame.vertices, 0.04) & ~frame.volume_labels  # (N,) outside, near
     points, weights = item["volume_points"].numpy(), item["volume_weights"].numpy()
     labels = item["volume_labels"].numpy().astype(bool)
-    radius = np.linalg.norm(points - [21 * 0.005, 0.25, 0.0], axis=1)  # the sphere: radius 0.35
+    centre = [21 * 0.005, 0.25, 0.0]  # the sphere of frame 21: radius 0.35
+    radius = np.linalg.norm(points - centre, axis=1)
     in_band = ~labels & (radius < 0.35 + 0.04)
     assert 0.46 < in_band.sum() / (~labels).sum() < 0.54  # the near share of the outside draws
     assert band.mean() < 0.1  # ... from a band that is a small part of the outside
@@ -78,7 +79,6 @@ def test_near_surface_draws_keep_the_weighted_means(preprocessed):
     close = ~labels & (radius < 0.35 + 0.01)  # in the band whatever the vertex spacing
     np.testing.assert_allclose(weights[close], 4 * band.mean(), rtol=1e-6)
     assert abs(np.mean(weights * labels) / frame.volume_labels.mean() - 1) < 0.03  # the inside fraction
-    centre = [21 * 0.005, 0.25, 0.0]
     shell = (np.linalg.norm(frame.volume_points - centre, axis=1) < 0.35 + 0.04) & ~frame.volume_labels  # (N,)
     estimates = []  # the fraction of the box in the 4 cm shell, from 10 draws
     for key in range(10):
