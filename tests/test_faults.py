@@ -451,6 +451,22 @@ def test_checkpoints_of_other_versions_fail_in_one_line_and_other_primitive_coun
                           f"checkpoint {no_groups} does not match this code's RAdam", only_line=True)
 
 
+def test_demo_refuses_a_checkpoint_of_an_earlier_demo_preset(tmp_path):
+    """`make demo` after the preset changed must not resume or test the old model (utils/demo.py)."""
+    demo = _load_script("demo_entry", "utils/demo.py")
+    cfg = config_module.build_config("demo")
+    model = NeuralParts(cfg.model)
+    path = tmp_path / "model.pth"
+    for step, finished in ((cfg.train.steps - 1, False), (cfg.train.steps, True)):
+        save_checkpoint(str(path), train._checkpoint(model, torch.optim.RAdam(model.parameters()), step, {}, cfg))
+        assert demo._trained_steps(path) is finished
+    older = config_module.build_config("demo", ["train.steps=1400"])
+    save_checkpoint(str(path), train._checkpoint(model, torch.optim.RAdam(model.parameters()), 1400, {}, older))
+    with pytest.raises(UserError) as caught:
+        demo._trained_steps(path)
+    assert str(caught.value) == (f"{path} was trained with another demo configuration (an earlier version of the "
+                                 "preset?); run `make clean-demo` (or utils/demo.py --fresh), then `make demo`")
+
 def test_bad_preprocessed_files_and_split_files_stop_training_in_one_line(tiny_dataset, tmp_path, capsys):
     not_hdf5, no_faces = tmp_path / "not_hdf5", tmp_path / "no_faces"
     for directory in (not_hdf5, no_faces):

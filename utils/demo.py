@@ -75,14 +75,21 @@ def main() -> int:
 
 
 def _trained_steps(checkpoint: pathlib.Path) -> bool:
-    """True when the demo checkpoint already reached the demo preset's step count."""
+    """True when the demo checkpoint already reached the demo preset's step count.
+
+    A checkpoint trained under another demo configuration (an older preset) is a UserError: resuming it would
+    continue the old schedule, and the test stage would score a model the current preset never trained.
+    """
     if not checkpoint.exists():
         return False
     import config
-    from utils.checkpoint import load_checkpoint
+    from utils.checkpoint import checkpoint_config, load_checkpoint
     payload = load_checkpoint(str(checkpoint))
-    return payload["step"] >= config.build_config("demo").train.steps
-
+    preset = config.build_config("demo")
+    if config.to_dict(checkpoint_config(payload, str(checkpoint))) != config.to_dict(preset):
+        raise UserError(f"{checkpoint} was trained with another demo configuration (an earlier version of the "
+                        f"preset?); run `make clean-demo` (or utils/demo.py --fresh), then `make demo`")
+    return payload["step"] >= preset.train.steps
 
 if __name__ == "__main__":
     run_main(main)
