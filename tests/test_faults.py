@@ -467,6 +467,7 @@ def test_demo_refuses_a_checkpoint_of_an_earlier_demo_preset(tmp_path):
     assert str(caught.value) == (f"{path} was trained with another demo configuration (an earlier version of the "
                                  "preset?); run `make clean-demo` (or utils/demo.py --fresh), then `make demo`")
 
+
 def test_bad_preprocessed_files_and_split_files_stop_training_in_one_line(tiny_dataset, tmp_path, capsys):
     not_hdf5, no_faces = tmp_path / "not_hdf5", tmp_path / "no_faces"
     for directory in (not_hdf5, no_faces):

@@ -50,11 +50,11 @@ def main() -> int:
     timings: dict[str, float] = {}
     started = time.perf_counter()
     train_dir, test_dir, result_dir = f"{DEMO}/train", f"{DEMO}/test", f"{DEMO}/result"
+    finished = _trained_steps(demo / "train" / "model.pth")  # first: a stale checkpoint stops before any work
 
     stage("synthetic data", ["preprocess/make_synthetic_dfaust.py", "--output-dir", f"{DEMO}/synthetic"],
           (demo / "synthetic" / "splits.csv").exists(), timings)
     stage("preprocess", ["preprocess/preprocess_dfaust.py", "--preset", "demo", "--workers", "2"], False, timings)
-    finished = _trained_steps(demo / "train" / "model.pth")
     resume = ["--resume", f"{train_dir}/model.pth"] if (demo / "train" / "model.pth").exists() else []
     stage("train", ["train.py", "--preset", "demo", "--output-dir", train_dir, *resume], finished, timings)
     stage("test", ["test.py", f"{train_dir}/best_model.pth", "--output-dir", test_dir], False, timings)
@@ -90,6 +90,7 @@ def _trained_steps(checkpoint: pathlib.Path) -> bool:
         raise UserError(f"{checkpoint} was trained with another demo configuration (an earlier version of the "
                         f"preset?); run `make clean-demo` (or utils/demo.py --fresh), then `make demo`")
     return payload["step"] >= preset.train.steps
+
 
 if __name__ == "__main__":
     run_main(main)
