@@ -6,7 +6,7 @@ are listed in ``PRESETS``. Every entry point accepts the same strict overrides::
 
     python3 train.py --preset demo --set train.lr=1e-4 --set model.n_primitives=5
 
-An unknown key or a value of the wrong type raises :class:`utils.errors.UserError` with one line.
+An unknown key or a value of the wrong type raises :class:`common.errors.UserError` with one line.
 Modules receive their sub-config (``cfg.model``, ``cfg.loss`` ...) as an argument; nothing reads a global.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-from utils.errors import UserError
+from common.errors import UserError
 
 
 @dataclass

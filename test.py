@@ -17,11 +17,11 @@ import re
 import torch
 
 import config as config_module
-from utils.checkpoint import load_model
-from utils.errors import UserError, run_main
-from utils.files import write_atomic
-from utils.evaluation import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
-from utils.runtime import select_device, set_threads
+from checkpoint import load_model
+from common.errors import UserError, run_main
+from common.atomic import write_atomic
+from evaluation.loop import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
+from common.runtime import select_device, set_threads
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

@@ -30,16 +30,16 @@ import config as config_module
 from config import Config, TrainConfig
 from data.dataset import FrameDataset
 from losses import total_loss
-from losses.metrics import weighted_iou
+from evaluation.metrics import weighted_iou
 from losses.targets import Targets
 from models.feature_extractor import MIN_IMAGE_SIDE
 from models.neural_parts import NeuralParts
 from models.placement import cluster_placement
-from utils.checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
+from checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
                               restore_state, save_checkpoint)
-from utils.errors import UserError, run_main
-from utils.evaluation import evaluate_frames, evaluation_dataset, summarise
-from utils.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
+from common.errors import UserError, run_main
+from evaluation.loop import evaluate_frames, evaluation_dataset, summarise
+from common.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
 from utils.training_log import TrainingLog
 
 TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
@@ -282,7 +282,7 @@ def _all_ranks_finite(value: torch.Tensor, dist: Distributed) -> bool:
 
 def _checkpoint(model: NeuralParts, optimizer: torch.optim.Optimizer | None, step: int, best: dict,
                 cfg: Config) -> dict:
-    """The checkpoint payload (utils/checkpoint.py); resumable (optimizer and RNG states) when given the optimizer."""
+    """The checkpoint payload (checkpoint.py); resumable (optimizer and RNG states) when given the optimizer."""
     payload = {"format_version": CHECKPOINT_VERSION, "model": model.state_dict(), "step": step, "best": dict(best),
                "config": config_module.to_dict(cfg), "git_commit": git_commit()}
     if optimizer is not None:

@@ -27,10 +27,10 @@ from pykdtree.kdtree import KDTree  # noqa: E402
 
 from config import Config  # noqa: E402
 from losses import TERMS, total_loss  # noqa: E402
-from losses.metrics import chamfer_metrics, sample_union_surface  # noqa: E402
+from evaluation.metrics import chamfer_metrics, sample_union_surface  # noqa: E402
 from losses.targets import Targets  # noqa: E402
 from models.prediction import Prediction  # noqa: E402
-from utils.errors import run_main  # noqa: E402
+from common.errors import run_main  # noqa: E402
 
 
 def make_batch(B: int, M: int, Nv: int, Ns: int, S: int, gen: torch.Generator) -> tuple[Prediction, Targets]:

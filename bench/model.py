@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from config import ModelConfig  # noqa: E402
 from models.geometry import euclidean_implicit, sample_sphere_points  # noqa: E402
 from models.neural_parts import NeuralParts  # noqa: E402
-from utils.errors import UserError, run_main  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
 
 NV, NS, S, M, IMAGE = 5000, 1500, 200, 6, 224
 INN_PARTS = ("phi", "implicit", "normal")

@@ -27,7 +27,7 @@ from data.dataset import FrameDataset  # noqa: E402
 from data.preprocessed import read_frame  # noqa: E402
 from preprocess.frames import STAGES  # noqa: E402
 from preprocess.pipeline import run  # noqa: E402
-from utils.errors import run_main  # noqa: E402
+from common.errors import run_main  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

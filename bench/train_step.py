@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 import config  # noqa: E402
 from losses import TERMS, normal_consistency_loss, total_loss  # noqa: E402
-from losses.metrics import weighted_iou  # noqa: E402
+from evaluation.metrics import weighted_iou  # noqa: E402
 from losses.targets import Targets  # noqa: E402
 from models.neural_parts import NeuralParts  # noqa: E402
 

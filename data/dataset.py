@@ -14,7 +14,7 @@ from data import format as fmt
 from data.preprocessed import SequenceReader
 from data.sampling import draw_volume_samples, near_surface
 from data.splits import read_split_file, select_frames
-from utils.errors import UserError
+from common.errors import UserError
 
 
 class FrameDataset(torch.utils.data.Dataset):

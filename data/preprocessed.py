@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from data import format as fmt
-from utils.errors import UserError
+from common.errors import UserError
 
 
 @dataclass

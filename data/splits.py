@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from utils.errors import UserError
+from common.errors import UserError
 
 HEADER = ["id", "model_id", "split"]
 _SEQUENCE_ID = re.compile(r"^\d+_\w+$")

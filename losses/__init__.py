@@ -1,6 +1,6 @@
 """The five Neural Parts loss terms, one pure function each `term(pred, target, cfg) -> scalar`, and their total.
 
-Evaluation metrics live in losses.metrics; the ground-truth contract in losses.targets.
+Evaluation metrics live in evaluation.metrics; the ground-truth contract in losses.targets.
 """
 from losses.coverage import coverage_loss
 from losses.normal_consistency import normal_consistency_loss

@@ -12,7 +12,7 @@ from torchvision.models import resnet18
 
 from config import ModelConfig
 from models.pretrained import resnet18_imagenet_state
-from utils.errors import UserError
+from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

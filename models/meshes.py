@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import trimesh
 
-from utils.errors import UserError
+from common.errors import UserError
 
 
 def uv_sphere(min_vertices: int, radius: float) -> tuple[np.ndarray, np.ndarray]:

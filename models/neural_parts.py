@@ -20,7 +20,7 @@ from models.feature_extractor import ImageEncoder
 from models.geometry import euclidean_implicit, sample_sphere_points
 from models.inn import Conditioning, ConditionalNVP
 from models.prediction import Prediction
-from utils.errors import UserError
+from common.errors import UserError
 
 # (point, primitive) rows per block of gradient-free work: cache-sized on the CPU; on a GPU only a memory bound.
 BLOCK_ROWS = {"cpu": 2048, "cuda": 1 << 18}

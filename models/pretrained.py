@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from utils.errors import UserError
+from common.errors import UserError
 
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # torchvision IMAGENET1K_V1
 DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: a missing network fails fast instead of hanging

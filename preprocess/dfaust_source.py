@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from utils.errors import UserError
+from common.errors import UserError
 
 REGISTRATION_FILES = ("registrations_f.hdf5", "registrations_m.hdf5")
 BUGFIX_SUFFIX = "_bugfix"

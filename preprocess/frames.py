@@ -1,7 +1,7 @@
 """Everything one frame needs: the input image, surface samples and labelled volume points.
 
 All randomness is seeded from (sequence id, frame), so a frame comes out the same in any process, shard or
-rerun. Renders happen in the calling process (one renderer per process: see utils/rendering.py).
+rerun. Renders happen in the calling process (one renderer per process: see rendering/renderer.py).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import trimesh
 
 from data import format as fmt
-from utils.rendering import render_meshes
+from rendering.renderer import render_meshes
 
 STAGES = ("render", "surface", "volume")
 

@@ -34,7 +34,7 @@ from config import DataConfig  # noqa: E402
 from preprocess.dfaust_source import REGISTRATION_FILES  # noqa: E402
 from preprocess.synthetic_body import Body, build_template, make_body, sample_shape, skin  # noqa: E402
 from preprocess.synthetic_motions import MOTIONS, Pose  # noqa: E402
-from utils.errors import UserError, run_main  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
 
 # DFAUST's ten subjects and their file (gender), alternating so that any prefix mixes both.
 SUBJECTS = ((50002, "m"), (50004, "f"), (50007, "m"), (50020, "f"), (50009, "m"),

@@ -25,7 +25,7 @@ from data.splits import read_split_file, select_frames
 from preprocess import store
 from preprocess.dfaust_source import DfaustSource, RawSequence, SequenceError
 from preprocess.frames import process_frame
-from utils.errors import UserError
+from common.errors import UserError
 
 
 @dataclass

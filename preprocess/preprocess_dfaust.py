@@ -24,7 +24,7 @@ from tqdm import tqdm  # noqa: E402
 from config import add_config_arguments, config_from_arguments  # noqa: E402
 from preprocess.frames import STAGES  # noqa: E402
 from preprocess.pipeline import parse_shard, run  # noqa: E402
-from utils.errors import UserError, run_main  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

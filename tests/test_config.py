@@ -5,7 +5,7 @@ import sys
 import pytest
 
 import config
-from utils.errors import UserError
+from common.errors import UserError
 
 
 def test_defaults_are_the_authors_dfaust_configuration():

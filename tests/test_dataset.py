@@ -12,8 +12,8 @@ from data.preprocessed import read_frame
 from data.sampling import near_surface
 from preprocess import pipeline
 from tests.analytic_dfaust import body_mesh, small_dataset, write_split
-from utils.errors import UserError
-from utils.evaluation import evaluation_dataset
+from common.errors import UserError
+from evaluation.loop import evaluation_dataset
 
 CFG = DataConfig(n_stored_points=20_000, n_volume_points=3000, n_surface_points=1500)
 

@@ -5,7 +5,7 @@ status 2, and everything already written intact. docs/faults.md lists every case
 live in test_preprocess.py, test_synthetic_dfaust.py, test_config.py, test_model*.py, test_train_test_export.py).
 
 Entry points run either as subprocesses (`run_script`, the user's exact view) or in-process through
-`utils.errors.run_main` where a fault is injected with monkeypatch (a full disk, a NaN loss, a poisoned update).
+`common.errors.run_main` where a fault is injected with monkeypatch (a full disk, a NaN loss, a poisoned update).
 """
 import ast
 import builtins
@@ -42,8 +42,8 @@ from tests.analytic_dfaust import body_mesh, moving_sequence, write_registration
 from tests.conftest import REPO, run_script
 from tests.test_train_test_export import TINY
 from utils import result_visualization
-from utils.checkpoint import CHECKPOINT_VERSION, load_checkpoint, load_model, save_checkpoint
-from utils.errors import UserError, run_main
+from checkpoint import CHECKPOINT_VERSION, load_checkpoint, load_model, save_checkpoint
+from common.errors import UserError, run_main
 
 STEPS = 10  # the killed training run; TINY writes model.pth every 2 steps and validates only at the last step
 CHECKPOINTS = {"model.pth", "best_model.pth", "best_chamfer_model.pth"}
@@ -267,7 +267,7 @@ CHILD_WRITER = """
 import os, sys, time
 sys.path.insert(0, {repo!r})
 import torch
-from utils.checkpoint import save_checkpoint
+from checkpoint import save_checkpoint
 
 class Stalling:  # writes the first MiB, then says so and hangs: the parent kills it mid-write
     def __init__(self, handle):
@@ -683,7 +683,7 @@ def test_empty_dataset_dir_and_infinite_vertices(tmp_path):
 
 
 def test_stale_checkpoint_temporaries_are_removed_and_checkpoints_get_usual_permissions(tmp_path):
-    from utils.checkpoint import remove_stale_temporaries, save_checkpoint
+    from checkpoint import remove_stale_temporaries, save_checkpoint
     (tmp_path / ".tmp-abc.pth").write_bytes(b"half a checkpoint")
     (tmp_path / "keep.txt").write_text("not ours")
     remove_stale_temporaries(str(tmp_path))

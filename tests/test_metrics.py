@@ -8,8 +8,8 @@ import pytest
 import torch
 import trimesh
 
-from losses.metrics import EMPTY_PREDICTION_METRICS, chamfer_metrics, sample_union_surface, weighted_iou
-from utils.errors import UserError
+from evaluation.metrics import EMPTY_PREDICTION_METRICS, chamfer_metrics, sample_union_surface, weighted_iou
+from common.errors import UserError
 
 
 def unit_directions(n: int, seed: int) -> np.ndarray:

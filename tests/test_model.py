@@ -8,7 +8,7 @@ from models.feature_extractor import FrozenBatchNorm2d
 from models.geometry import euclidean_implicit, sample_sphere_points
 from models.neural_parts import NeuralParts
 from models.prediction import Prediction
-from utils.errors import UserError
+from common.errors import UserError
 
 B, M, S, NV, NS = 2, 3, 16, 40, 30
 

@@ -12,7 +12,7 @@ from torchvision.models import resnet18
 import models.pretrained as pretrained
 from config import ModelConfig
 from models.feature_extractor import ImageEncoder
-from utils.errors import UserError
+from common.errors import UserError
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from preprocess.dfaust_source import DfaustSource
 from preprocess.frames import label_inside, process_frame
 from tests.analytic_dfaust import (BOX_MAX, BOX_MIN, body_mesh, moving_sequence, small_dataset,
                                    write_registrations, write_split)
-from utils.errors import UserError
-from utils.rendering import CAMERA_POSITION, CAMERA_TARGET, CAMERA_UP, face_shading, look_at, render_meshes
+from common.errors import UserError
+from rendering.renderer import CAMERA_POSITION, CAMERA_TARGET, CAMERA_UP, face_shading, look_at, render_meshes
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = DataConfig(n_stored_points=20_000)  # fewer samples keep the pipeline tests fast

@@ -11,7 +11,7 @@ import torch
 import trimesh
 
 from tests.conftest import run_script
-from utils.checkpoint import load_checkpoint
+from checkpoint import load_checkpoint
 
 TINY = ["model.n_primitives=3", "model.hidden_size=32", "model.proj_dims=16", "model.n_sphere_points=24",
         "model.pretrained=false", "data.network_image_size=64", "data.n_volume_points=256", "data.n_surface_points=96",
@@ -140,7 +140,7 @@ def test_init_placement_is_set_once_from_the_training_bodies(tiny_dataset, tmp_p
 def test_optimizer_is_chosen_by_name_and_an_unknown_one_is_a_user_error():
     from config import TrainConfig
     from train import make_optimizer
-    from utils.errors import UserError
+    from common.errors import UserError
     model = torch.nn.Linear(2, 1)
     assert type(make_optimizer(model, TrainConfig())) is torch.optim.RAdam  # the authors' D-FAUST choice
     adam = make_optimizer(model, TrainConfig(optimizer="adam", lr=3e-4))

@@ -21,7 +21,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.errors import UserError, run_main  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
 
 DEMO = "runs/demo"
 
@@ -83,7 +83,7 @@ def _trained_steps(checkpoint: pathlib.Path) -> bool:
     if not checkpoint.exists():
         return False
     import config
-    from utils.checkpoint import checkpoint_config, load_checkpoint
+    from checkpoint import checkpoint_config, load_checkpoint
     payload = load_checkpoint(str(checkpoint))
     preset = config.build_config("demo")
     if config.to_dict(checkpoint_config(payload, str(checkpoint))) != config.to_dict(preset):

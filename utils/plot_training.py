@@ -17,7 +17,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from utils.errors import UserError, run_main  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
 from utils.training_log import COLUMNS  # noqa: E402
 
 

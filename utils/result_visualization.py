@@ -26,10 +26,10 @@ from tqdm import tqdm  # noqa: E402
 from data.dataset import FrameDataset  # noqa: E402
 from data.preprocessed import Frame, read_frame  # noqa: E402
 from models.meshes import primitive_meshes, union_mesh  # noqa: E402
-from utils.checkpoint import load_model  # noqa: E402
-from utils.errors import UserError, run_main  # noqa: E402
-from utils.files import write_atomic  # noqa: E402
-from utils.rendering import render_meshes  # noqa: E402
+from checkpoint import load_model  # noqa: E402
+from common.errors import UserError, run_main  # noqa: E402
+from common.atomic import write_atomic  # noqa: E402
+from rendering.renderer import render_meshes  # noqa: E402
 
 # Ten well separated colours (RGB in [0, 1]); primitive m gets PALETTE[m % 10].
 PALETTE = np.array([[0.90, 0.30, 0.25], [0.25, 0.55, 0.90], [0.35, 0.75, 0.35], [0.95, 0.70, 0.20],

@@ -24,7 +24,7 @@ import torch
 
 import config as config_module
 from models.neural_parts import NeuralParts
-from utils.errors import UserError
+from common.errors import UserError
 
 CHECKPOINT_VERSION = 1
 REQUIRED_KEYS = ("model", "step", "best", "config")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from utils.errors import UserError
+from common.errors import UserError
 
 
 def write_atomic(path: str, write: Callable[[str], None]) -> None:

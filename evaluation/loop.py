@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from config import DataConfig, EvalConfig
 from data.dataset import FrameDataset
-from losses.metrics import chamfer_metrics, sample_union_surface, weighted_iou
+from evaluation.metrics import chamfer_metrics, sample_union_surface, weighted_iou
 from models.meshes import primitive_meshes
 from models.neural_parts import NeuralParts
 

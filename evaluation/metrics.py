@@ -14,7 +14,7 @@ import torch
 import trimesh
 from pykdtree.kdtree import KDTree
 
-from utils.errors import UserError
+from common.errors import UserError
 
 TARGET_LEAF_SIZE = 64  # points per leaf of the target (100k-point) tree
 
