@@ -121,7 +121,6 @@ def load_model(checkpoint_path: str, device: torch.device) -> tuple[NeuralParts,
     """Rebuild the exact model of a checkpoint (any number of primitives) in eval mode."""
     payload = load_checkpoint(checkpoint_path)
     cfg = checkpoint_config(payload, checkpoint_path)
-    cfg.model.pretrained = "false"  # the checkpoint carries every weight
     model = NeuralParts(cfg.model)
     restore_state(model, payload["model"], checkpoint_path)
     return model.to(device).eval(), cfg

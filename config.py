@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
 from common.errors import UserError
 
@@ -46,7 +47,7 @@ class ModelConfig:
     n_primitives: int = 6  # M
     feature_size: int = 256  # image feature size; C_m = [image feature, embedding_m]
     embedding_size: int = 256  # learned per-primitive embedding size
-    pretrained: str = "auto"  # ImageNet ResNet-18 weights: auto | true | false
+    pretrained: Literal["auto", "true", "false"] = "auto"  # ImageNet ResNet-18 weights, loaded by train.py
     freeze_bn: bool = True  # BatchNorm uses running statistics; affine weights still train
     n_coupling_layers: int = 4
     hidden_size: int = 256  # width of the s and t nets
@@ -56,7 +57,7 @@ class ModelConfig:
     n_sphere_points: int = 200  # S primitive surface points per primitive and item
     euclidean_phi_volume: bool = True  # volume losses see sign(g_m) * distance to the S primitive points
     init_placement: bool = False  # start primitives at k-means clusters of training bodies; the authors: at random
-    bf16: bool = False  # autocast the INN in bfloat16 during training (evaluation stays fp32)
+    bf16: bool = False  # autocast the INN in bfloat16 during training, on CPU and CUDA alike (evaluation stays fp32)
     seed: int = 27  # draws the coupling masks
 
 
@@ -75,7 +76,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "radam"  # radam (the authors' D-FAUST config) | adam (their other configs, the seed project)
+    optimizer: Literal["radam", "adam"] = "radam"  # radam: the authors' D-FAUST config; adam: their other configs
     lr: float = 5e-5
     cosine_decay: bool = False  # lr * (1 + cos(pi * (step - 1) / steps)) / 2 per batch step; the authors keep lr constant
     weight_decay: float = 0.0
@@ -89,8 +90,7 @@ class TrainConfig:
     checkpoint_every: int = 5_000  # batches between writes of model.pth
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before training stops
     seed: int = 27
-    device: str = "auto"  # auto | cpu | cuda
-    mixed_precision: bool = False  # bf16 autocast on CUDA
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # torch CPU threads, 0 = torch's default
 
 
@@ -159,41 +159,120 @@ def from_dict(values: dict) -> Config:
     """Rebuild a Config from `to_dict` output; unknown or mistyped keys raise UserError."""
     cfg = Config()
     for group, fields in values.items():
+        if not isinstance(fields, dict):
+            raise UserError(f"config group {group!r} is not a mapping of fields")
         for name, value in fields.items():
             _assign(cfg, f"{group}.{name}", value)
     return cfg
 
 
+def parse_overrides(items: typing.Sequence[str]) -> dict[str, str]:
+    """`["group.field=value", ...]` (the --set flags) -> `{"group.field": "value"}`; the only --set parser."""
+    parsed = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not of the form group.field=value")
+        parsed[key.strip()] = text.strip()
+    return parsed
+
+
 def apply_overrides(cfg: Config, overrides: dict[str, str]) -> Config:
     """Apply `{"group.field": "text"}` overrides in place, parsing text by the field's type."""
     for key, text in overrides.items():
-        _assign(cfg, key, _parse(key, text, _field_type(cfg, key)))
+        _assign(cfg, key, text)
     return cfg
 
 
-def build_config(preset: str = "dfaust", overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then the preset, then `key=value` overrides (later wins)."""
+def build_config(preset: str = "dfaust", overrides: typing.Sequence[str] = (), base: Config | None = None) -> Config:
+    """Defaults (or `base`), then the preset, then `key=value` overrides (later wins); checked by `validate`."""
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    cfg = apply_overrides(Config(), PRESETS[preset])
-    parsed = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r} is not of the form group.field=value")
-        parsed[key.strip()] = text.strip()
-    return apply_overrides(cfg, parsed)
+    cfg = apply_overrides(base if base is not None else Config(), PRESETS[preset])
+    return validate(apply_overrides(cfg, parse_overrides(overrides)))
+
+
+def validate(cfg: Config) -> Config:
+    """Check the ranges no type expresses; the first violation is a UserError naming the field and its value."""
+    d, m, l, t, e = cfg.data, cfg.model, cfg.loss, cfg.train, cfg.eval
+    checks = [
+        ("train.lr", t.lr, t.lr > 0, "must be > 0"),
+        ("train.steps", t.steps, t.steps >= 1, "must be >= 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "must be >= 1"),
+        ("train.aggregate", t.aggregate, t.aggregate >= 1, "must be >= 1"),
+        ("train.steps", t.steps, t.steps % max(t.aggregate, 1) == 0,
+         f"must be a multiple of train.aggregate={t.aggregate} (optimizer steps fall every aggregate batches)"),
+        ("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 1
+         and t.checkpoint_every % max(t.aggregate, 1) == 0, f"must be a positive multiple of train.aggregate={t.aggregate}"),
+        ("train.val_every", t.val_every, t.val_every >= 1 and t.val_every % max(t.aggregate, 1) == 0,
+         f"must be a positive multiple of train.aggregate={t.aggregate}"),
+        ("train.log_every", t.log_every, t.log_every >= 1, "must be >= 1"),
+        ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, "must be >= 0"),
+        ("train.clip_grad_norm", t.clip_grad_norm, t.clip_grad_norm > 0, "must be > 0"),
+        ("train.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 1, "must be >= 1"),
+        ("train.val_max_frames", t.val_max_frames, t.val_max_frames >= 0, "must be >= 0 (0 = all)"),
+        ("train.threads", t.threads, t.threads >= 0, "must be >= 0 (0 = torch's default)"),
+        ("model.n_primitives", m.n_primitives, m.n_primitives >= 1, "must be >= 1"),
+        ("model.n_sphere_points", m.n_sphere_points, m.n_sphere_points >= 1, "must be >= 1"),
+        ("model.n_coupling_layers", m.n_coupling_layers, m.n_coupling_layers >= 1, "must be >= 1"),
+        ("model.hidden_size", m.hidden_size, m.hidden_size >= 1, "must be >= 1"),
+        ("model.proj_dims", m.proj_dims, m.proj_dims >= 1, "must be >= 1"),
+        ("model.sphere_radius", m.sphere_radius, m.sphere_radius > 0, "must be > 0"),
+        ("model.s_bound", m.s_bound, m.s_bound > 0, "must be > 0"),
+        ("data.n_volume_points", d.n_volume_points, 2 <= d.n_volume_points <= d.n_stored_points,
+         f"must be in [2, data.n_stored_points={d.n_stored_points}]"),
+        ("data.n_surface_points", d.n_surface_points, 1 <= d.n_surface_points <= d.n_stored_points,
+         f"must be in [1, data.n_stored_points={d.n_stored_points}]"),
+        ("data.near_surface_share", d.near_surface_share, 0 <= d.near_surface_share < 1, "must be in [0, 1)"),
+        ("data.near_surface_distance", d.near_surface_distance, d.near_surface_distance > 0, "must be > 0"),
+        ("data.drop_first_frames", d.drop_first_frames, d.drop_first_frames >= 0, "must be >= 0"),
+        ("data.image_size", d.image_size, d.image_size >= 1, "must be >= 1"),
+        ("data.network_image_size", d.network_image_size, d.network_image_size >= 0, "must be >= 0 (0 = as rendered)"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, "must be >= 0"),
+        ("data.volume_box_max", d.volume_box_max, all(lo < hi for lo, hi in zip(d.volume_box_min, d.volume_box_max)),
+         f"must exceed data.volume_box_min={d.volume_box_min} on every axis"),
+        ("loss.sharpness", l.sharpness, l.sharpness > 0, "must be > 0"),
+        ("loss.coverage_k", l.coverage_k, l.coverage_k >= 1, "must be >= 1"),
+        ("eval.batch_size", e.batch_size, e.batch_size >= 1, "must be >= 1"),
+        ("eval.n_chamfer_points", e.n_chamfer_points, e.n_chamfer_points >= 1, "must be >= 1"),
+    ]
+    checks += [(f"loss.{name}", getattr(l, name), getattr(l, name) >= 0, "must be >= 0")
+               for name in ("w_reconstruction", "w_occupancy", "w_normal", "w_coverage", "w_overlap")]
+    checks += [(f"data.{name}", getattr(d, name), len(getattr(d, name)) >= 1, "must name at least one split")
+               for name in ("train_splits", "val_splits", "test_splits")]
+    for key, value, ok, requirement in checks:
+        if not ok:
+            raise UserError(f"config key {key!r}={value!r} {requirement}")
+    return cfg
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The --preset / --set flags every entry point shares."""
-    parser.add_argument("--preset", default="dfaust", help=f"one of {', '.join(PRESETS)} (default: dfaust)")
+    """The --preset / --set flags of every entry point that builds a config (train.py, preprocessing)."""
+    parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: dfaust)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set train.lr=1e-4 (repeatable)")
 
 
+def add_override_argument(parser: argparse.ArgumentParser, allowed: typing.Sequence[str]) -> None:
+    """The --set flag of an entry point that reads its config from a checkpoint and honours only `allowed`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override {', '.join(allowed)} (repeatable); the rest comes from the checkpoint")
+
+
 def config_from_arguments(args: argparse.Namespace) -> Config:
-    return build_config(args.preset, args.overrides)
+    return build_config(args.preset or "dfaust", args.overrides)
+
+
+def honoured_overrides(items: typing.Sequence[str], allowed: typing.Sequence[str], program: str) -> dict[str, str]:
+    """Parse --set items that an entry point can honour; a key outside `allowed` (a group `eval` or a field
+    `train.device`) is a UserError, since the checkpoint fixes the rest."""
+    overrides = parse_overrides(items)
+    for key in overrides:
+        _field_type(Config(), key)  # an unknown key reads as unknown, not as unsupported
+        if key not in allowed and key.partition(".")[0] not in allowed:
+            raise UserError(f"{program} cannot honour --set {key}: the checkpoint fixes it; {program} accepts "
+                            f"{', '.join(allowed)} (retrain with train.py to change {key})")
+    return overrides
 
 
 def _field_type(cfg: Config, key: str):
@@ -208,6 +287,11 @@ def _field_type(cfg: Config, key: str):
 
 
 def _parse(key: str, text, kind):
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if text not in choices:
+            raise UserError(f"config key {key!r}: {text!r} is not one of {', '.join(choices)}")
+        return text
     if not isinstance(text, str):
         return text
     try:
@@ -234,11 +318,14 @@ def _parse(key: str, text, kind):
 def _assign(cfg: Config, key: str, value) -> None:
     kind = _field_type(cfg, key)
     value = _parse(key, value, kind)
-    if typing.get_origin(kind) is tuple and isinstance(value, list):
-        value = tuple(value)
-    expected = typing.get_origin(kind) or kind
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    if typing.get_origin(kind) is Literal:
+        expected = str
+    else:
+        if typing.get_origin(kind) is tuple and isinstance(value, list):
+            value = tuple(value)
+        expected = typing.get_origin(kind) or kind
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise UserError(f"config key {key!r}: expected {_type_name(kind)}, got {value!r}")
     group_name, _, name = key.partition(".")

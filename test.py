@@ -23,6 +23,8 @@ from common.atomic import write_atomic
 from evaluation.loop import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
 from common.runtime import select_device, set_threads
 
+HONOURED = ("eval", "train.device", "train.threads")  # --set keys that change scoring, not the model scored
+
 
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,8 +35,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="where to write frames.csv and summary.json "
                                              "(default: <checkpoint dir>/test)")
     parser.add_argument("--max-frames", type=int, default=0, help="evaluate an evenly spaced subset (0 = all)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override eval.* / train.device / train.threads, e.g. --set eval.batch_size=8")
+    config_module.add_override_argument(parser, HONOURED)
     return parser.parse_args(argv)
 
 
@@ -45,13 +46,12 @@ def motion_of(sequence_id: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    device_cfg = config_module.Config()
-    config_module.apply_overrides(device_cfg, {k: v for k, _, v in (o.partition("=") for o in args.overrides)
-                                               if k.startswith("train.")})
-    device = select_device(device_cfg.train.device)
-    set_threads(device_cfg.train.threads)
+    overrides = config_module.honoured_overrides(args.overrides, HONOURED, "test.py")
+    runtime = config_module.apply_overrides(config_module.Config(), overrides).train  # before the model loads
+    device = select_device(runtime.device)
+    set_threads(runtime.threads)
     model, cfg = load_model(args.checkpoint, device)
-    config_module.apply_overrides(cfg, {k: v for k, _, v in (o.partition("=") for o in args.overrides)})
+    config_module.validate(config_module.apply_overrides(cfg, overrides))
     root = args.data_dir or cfg.data.preprocessed_dir
     split_file = args.split_file or cfg.data.split_file
     splits = tuple(args.split) if args.split else cfg.data.test_splits

@@ -1,8 +1,12 @@
 """Train Neural Parts on preprocessed D-FAUST frames.
 
     python3 train.py [--preset demo] [--set train.lr=1e-4 ...] [--data-dir DIR] [--split-file CSV]
-                     [--output-dir DIR] [--resume CHECKPOINT]
+                     [--output-dir DIR] [--resume CHECKPOINT | --overwrite]
+    python3 train.py --config RUN_DIR/run.json [--set ...] --output-dir NEW_DIR     # replay a recorded run
     torchrun --nproc_per_node=K train.py ...        # DistributedDataParallel, K processes
+
+A run directory that already holds a run is never written over: continue it with --resume, or replace it with
+--overwrite.
 
 The run directory gets run.json (resolved config, git commit, command), log.csv, and three checkpoints written
 atomically: model.pth (latest), best_model.pth (best validation IoU), best_chamfer_model.pth (best validation
@@ -13,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import math
 import os
+import pickle
+import socket
 import sys
 import time
+import urllib.error
 import warnings
 
 import numpy as np
@@ -32,11 +40,12 @@ from data.dataset import FrameDataset
 from losses import total_loss
 from evaluation.metrics import weighted_iou
 from losses.targets import Targets
-from models.feature_extractor import MIN_IMAGE_SIDE
+from models.feature_extractor import MIN_IMAGE_SIDE, ImageEncoder
 from models.neural_parts import NeuralParts
 from models.placement import cluster_placement
 from checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
                               restore_state, save_checkpoint)
+from common.atomic import write_atomic
 from common.errors import UserError, run_main
 from evaluation.loop import evaluate_frames, evaluation_dataset, summarise
 from common.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
@@ -45,6 +54,9 @@ from utils.training_log import TrainingLog
 TERMS = ("reconstruction", "occupancy", "normal", "coverage", "overlap")
 OPTIMIZERS = {"radam": torch.optim.RAdam, "adam": torch.optim.Adam}
 PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME = 40, 1000  # body points clustered for model.init_placement
+RESNET18_IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # torchvision IMAGENET1K_V1
+DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: without a network "auto" gives up fast instead of hanging
+RUN_FILES = ("run.json", "log.csv", "model.pth", "best_model.pth", "best_chamfer_model.pth")  # what makes a run
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -53,15 +65,49 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="preprocessed frames (default: data.preprocessed_dir)")
     parser.add_argument("--split-file", help="split CSV (default: data.split_file)")
     parser.add_argument("--output-dir", help="run directory (default: runs/train, or the resumed checkpoint's)")
-    parser.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its model.pth")
+    parser.add_argument("--config", metavar="RUN_JSON", help="replay a recorded run: its run.json's config, then "
+                                                             "--set (not combinable with --preset or --resume)")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--resume", metavar="CHECKPOINT", help="continue a run from its model.pth")
+    run.add_argument("--overwrite", action="store_true", help="replace the run already in --output-dir")
     return parser.parse_args(argv)
+
+
+def load_imagenet_weights(encoder: ImageEncoder, mode: str, url: str = RESNET18_IMAGENET_URL) -> str:
+    """Load torchvision's ImageNet ResNet-18 into `encoder` as `model.pretrained` asks; say what happened.
+
+    torch.hub's loader takes the file from its cache (torch.hub.get_dir()/checkpoints) or downloads it there,
+    checking the SHA-256 prefix in the file name. "true" requires the weights (UserError without them), "false"
+    never looks, "auto" warns once and continues from random initialisation when they cannot be had (the authors
+    start from ImageNet weights; a random start trains, but worse).
+    """
+    if mode == "false":
+        return "not used (model.pretrained=false)"
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True,
+                                                   weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, http.client.HTTPException, urllib.error.URLError) as error:
+        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        advice = (f"delete {cached} and retry" if os.path.exists(cached)
+                  else f"download {url} to {cached}")
+        if mode == "true":
+            raise UserError(f"model.pretrained=true but the ImageNet ResNet-18 weights are unavailable ({detail}); "
+                            f"{advice}, or set model.pretrained=auto") from None
+        warnings.warn(f"ImageNet ResNet-18 weights unavailable ({detail}): continuing from random initialisation; "
+                      f"to use them, {advice}", stacklevel=2)
+        return f"not found, random initialisation ({advice} to use them)"
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    encoder.load_imagenet_state(state)
+    return f"ImageNet ({cached})"
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """cfg.optimizer over all parameters. RAdam's variance rectification scales its first steps down (by 0.43 at
     step 400 and 0.77 at step 1,600 with beta2 = 0.999), a built-in warm-up that Adam lacks."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise UserError(f"train.optimizer={cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     # foreach: one multi-tensor kernel per operation instead of a loop over ~150 parameter tensors (the same
     # update; on the CPU 1.5x faster, 0.11 -> 0.07 s per demo step). CUDA already defaults to it.
     return OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
@@ -110,10 +156,12 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     resumed = load_checkpoint(args.resume, resume=True) if args.resume else None
     cfg = _resolve_config(args, resumed)
+    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.resume)) if args.resume else "runs/train")
     dist = init_distributed(cfg.train.device)
+    if resumed is None and dist.is_main:
+        _claim_run_dir(run_dir, args.overwrite)
     device = select_device(cfg.train.device, dist.local_rank)
     set_threads(cfg.train.threads)
-    run_dir = args.output_dir or (os.path.dirname(os.path.abspath(args.resume)) if args.resume else "runs/train")
 
     train_set = FrameDataset(cfg.data.preprocessed_dir, cfg.data.split_file, cfg.data.train_splits, cfg.data,
                              seed=cfg.train.seed)
@@ -121,6 +169,10 @@ def main(argv=None) -> int:
 
     torch.manual_seed(cfg.train.seed)
     model = NeuralParts(cfg.model)
+    if resumed is None:
+        imagenet = load_imagenet_weights(model.encoder, cfg.model.pretrained)
+    else:
+        imagenet = f"from the checkpoint {args.resume}"
     if cfg.model.init_placement and resumed is None:
         inside, surface = train_set.body_points(PLACEMENT_FRAMES, PLACEMENT_POINTS_PER_FRAME, cfg.train.seed)
         model.inn.set_placement(*cluster_placement(inside, surface, cfg.model.n_primitives,
@@ -145,8 +197,9 @@ def main(argv=None) -> int:
         with _writing(run_dir):
             os.makedirs(run_dir, exist_ok=True)
             remove_stale_temporaries(run_dir)  # left by a run killed while writing a checkpoint
-            _write_run_info(run_dir, cfg, args)
+            _write_run_info(run_dir, cfg)
             log = TrainingLog(run_dir, resume_step=start_step if resumed is not None else None)
+        print(_setup_summary(cfg, device, dist, train_set, val_set, run_dir, imagenet, start_step), flush=True)
 
     step, nonfinite_in_row, window = start_step, 0, _Window()
     last_val_iou = best["val_iou"] if math.isfinite(best["val_iou"]) else float("nan")
@@ -155,10 +208,8 @@ def main(argv=None) -> int:
     for batch in loader:
         step_started = time.perf_counter()
         images, targets = _to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16,
-                            enabled=cfg.train.mixed_precision and device.type == "cuda"):
-            prediction = trained(images, targets.volume_points, targets.surface_points)
-            loss, terms = total_loss(prediction, targets, cfg.loss)
+        prediction = trained(images, targets.volume_points, targets.surface_points)
+        loss, terms = total_loss(prediction, targets, cfg.loss)
         finite = _all_ranks_finite(loss, dist)
         if finite:
             loss.backward()
@@ -235,24 +286,72 @@ class _Window:
 
 
 def _resolve_config(args: argparse.Namespace, resumed: dict | None) -> Config:
-    if resumed is not None:  # the checkpoint's config, then only the flags given now
-        cfg = checkpoint_config(resumed, args.resume)
-        config_module.apply_overrides(cfg, dict(item.partition("=")[::2] for item in args.overrides))
+    """The run's config: the resumed checkpoint's, a recorded run.json's, or the preset's; then --set, checked."""
+    if args.config and (args.preset or resumed is not None):
+        raise UserError("--config replays a recorded run's config: drop --preset/--resume (use --set to change it)")
+    if resumed is not None:
+        if args.preset:
+            raise UserError("--resume continues the checkpoint's config: drop --preset (use --set to change it)")
+        cfg = config_module.validate(config_module.apply_overrides(checkpoint_config(resumed, args.resume),
+                                                                   config_module.parse_overrides(args.overrides)))
+    elif args.config:
+        cfg = config_module.build_config("dfaust", args.overrides, base=_recorded_config(args.config))
     else:
         cfg = config_module.config_from_arguments(args)
     if args.data_dir:
         cfg.data.preprocessed_dir = args.data_dir
     if args.split_file:
         cfg.data.split_file = args.split_file
-    for name in ("checkpoint_every", "val_every"):
-        if getattr(cfg.train, name) % cfg.train.aggregate:
-            raise UserError(f"train.{name}={getattr(cfg.train, name)} must be a multiple of "
-                            f"train.aggregate={cfg.train.aggregate} so checkpoints fall on optimizer steps")
     size = cfg.data.network_image_size
     if size != 0 and size < MIN_IMAGE_SIDE:
         raise UserError(f"data.network_image_size={size} is too small for the ResNet-18 encoder; use 0 (the rendered "
                         f"size) or at least {MIN_IMAGE_SIDE}")
     return cfg
+
+
+def _recorded_config(path: str) -> Config:
+    """The config of a run.json written by an earlier run."""
+    try:
+        with open(path) as file:
+            recorded = json.load(file)["config"]
+    except OSError as error:
+        raise UserError(f"cannot read --config {path}: {error.strerror or error}") from None
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"--config {path} is not a run.json written by train.py (no 'config' entry)") from None
+    try:
+        return config_module.from_dict(recorded)
+    except UserError as error:
+        raise UserError(f"--config {path}: {error}") from None
+
+
+def _claim_run_dir(run_dir: str, overwrite: bool) -> None:
+    """Refuse a directory that holds a run unless --overwrite, which removes that run's files (nothing else)."""
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    if existing and not overwrite:
+        raise UserError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume "
+                        f"{os.path.join(run_dir, 'model.pth')}, replace it with --overwrite, or choose another "
+                        f"--output-dir")
+    for name in existing:
+        os.remove(os.path.join(run_dir, name))
+
+
+def _setup_summary(cfg: Config, device: torch.device, dist: Distributed, train_set, val_set, run_dir: str,
+                   imagenet: str, start_step: int) -> str:
+    """What the run is about to do, printed once before the first progress bar."""
+    threads = torch.get_num_threads()
+    started = f"resumed at step {start_step:,}" if start_step else "from scratch"
+    return "\n".join([
+        f"device      {device} ({threads} CPU threads{f', {dist.world_size} processes' if dist.world_size > 1 else ''})",
+        f"frames      train {len(train_set):,} ({'+'.join(cfg.data.train_splits)}), "
+        f"validation {len(val_set):,} ({'+'.join(cfg.data.val_splits)})"
+        + (f", scored on {min(cfg.train.val_max_frames, len(val_set)):,}" if cfg.train.val_max_frames else ""),
+        f"model       {cfg.model.n_primitives} primitives, {cfg.model.n_coupling_layers} coupling layers, "
+        f"hidden {cfg.model.hidden_size}, {'bf16' if cfg.model.bf16 else 'fp32'} INN",
+        f"encoder     {imagenet}",
+        f"schedule    {cfg.train.steps:,} batches of {cfg.train.batch_size} ({cfg.train.optimizer}, lr {cfg.train.lr:g}"
+        f"{', cosine decay' if cfg.train.cosine_decay else ''}), {started}",
+        f"run dir     {run_dir}",
+    ])
 
 
 @contextlib.contextmanager
@@ -305,12 +404,15 @@ def _restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_run_info(run_dir: str, cfg: Config, args: argparse.Namespace) -> None:
+def _write_run_info(run_dir: str, cfg: Config) -> None:
+    """run.json: the resolved config (replayable with --config), the code's commit and the command line."""
     info = {"config": config_module.to_dict(cfg), "git_commit": git_commit(), "command": sys.argv}
-    temp = os.path.join(run_dir, "run.json.tmp")
-    with open(temp, "w") as file:
-        json.dump(info, file, indent=2)
-    os.replace(temp, os.path.join(run_dir, "run.json"))
+
+    def write(path: str) -> None:
+        with open(path, "w") as file:
+            json.dump(info, file, indent=2)
+
+    write_atomic(os.path.join(run_dir, "run.json"), write)
 
 
 if __name__ == "__main__":

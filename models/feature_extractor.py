@@ -1,7 +1,7 @@
 """Image -> feature: torchvision ResNet-18 with its fc replaced by Linear(512, 512) -> ReLU -> Linear(512, F).
 
 As the authors (`neural_parts/models/feature_extractors.py`, `frozen_batchnorm.py`): ImageNet weights when
-available, every BatchNorm frozen to its running statistics while its affine weight and bias keep training, and the
+available (train.py fetches them and hands them to `load_imagenet_state`; this module does no I/O), every BatchNorm frozen to its running statistics while its affine weight and bias keep training, and the
 ImageNet mean/std normalisation of the input (done here, so callers pass images in [0, 1]).
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ from torch import nn
 from torchvision.models import resnet18
 
 from config import ModelConfig
-from models.pretrained import resnet18_imagenet_state
 from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,13 +63,22 @@ class ImageEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         network = resnet18(weights=None)
-        state = resnet18_imagenet_state(cfg.pretrained)
-        if state is not None:
-            network.load_state_dict(state)
         network.fc = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, cfg.feature_size))
         self.network = freeze_batchnorm(network) if cfg.freeze_bn else network
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def load_imagenet_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy torchvision's ImageNet ResNet-18 state dict into the network, all but its 1000-way fc (replaced here).
+
+        Frozen BatchNorm layers take the running statistics and affine values; `num_batches_tracked` has no place.
+        """
+        own = self.network.state_dict()
+        kept = {key: value for key, value in state.items() if key in own and not key.startswith("fc.")}
+        missing = sorted(key for key in own if key not in kept and not key.startswith("fc."))
+        if missing:
+            raise ValueError(f"not a ResNet-18 state dict: it lacks {', '.join(missing[:3])}")
+        self.network.load_state_dict(kept, strict=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if (images.dim() != 4 or images.shape[1] != 3 or min(images.shape[2:]) < MIN_IMAGE_SIDE

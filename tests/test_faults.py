@@ -525,13 +525,13 @@ def test_training_on_a_disk_that_fills_keeps_the_last_checkpoint(tiny_dataset, t
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_training_on_a_full_disk_keeps_the_earlier_run_files(tiny_dataset, tmp_path, monkeypatch, capsys):
-    (tmp_path / "run.json").write_text("{}\n")
+def test_training_on_a_full_disk_keeps_the_files_already_there(tiny_dataset, tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("mine\n")
     BrokenDisk(monkeypatch, tmp_path, errno.ENOSPC)
     assert_one_line_error(*run_entry(train.main, train_args(tiny_dataset, tmp_path, 2), capsys),
-                          f"cannot write to run directory {tmp_path}: No space left on device", only_line=True)
+                          f"cannot write {tmp_path / 'run.json'}: No space left on device", only_line=True)
     monkeypatch.undo()
-    assert (tmp_path / "run.json").read_text() == "{}\n"
+    assert files_of(tmp_path) == {"notes.txt": b"mine\n"}
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])

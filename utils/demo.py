@@ -55,8 +55,10 @@ def main() -> int:
     stage("synthetic data", ["preprocess/make_synthetic_dfaust.py", "--output-dir", f"{DEMO}/synthetic"],
           (demo / "synthetic" / "splits.csv").exists(), timings)
     stage("preprocess", ["preprocess/preprocess_dfaust.py", "--preset", "demo", "--workers", "2"], False, timings)
-    resume = ["--resume", f"{train_dir}/model.pth"] if (demo / "train" / "model.pth").exists() else []
-    stage("train", ["train.py", "--preset", "demo", "--output-dir", train_dir, *resume], finished, timings)
+    # Continue a killed run from its last checkpoint; one killed before any checkpoint starts over.
+    resume = ["--resume", f"{train_dir}/model.pth"] if (demo / "train" / "model.pth").exists() else ["--overwrite"]
+    train = ["train.py", "--output-dir", train_dir, *resume] + (["--preset", "demo"] if resume[0] == "--overwrite" else [])
+    stage("train", train, finished, timings)
     stage("test", ["test.py", f"{train_dir}/best_model.pth", "--output-dir", test_dir], False, timings)
     stage("export", ["utils/result_visualization.py", f"{train_dir}/best_model.pth", "--output-dir", result_dir,
                      "--test-frames", "3"], False, timings)
