@@ -50,8 +50,8 @@ class ModelConfig:
     pretrained: Literal["auto", "true", "false"] = "auto"  # ImageNet ResNet-18 weights, loaded by train.py
     freeze_bn: bool = True  # BatchNorm uses running statistics; affine weights still train
     n_coupling_layers: int = 4
-    hidden_size: int = 256  # width of the s and t nets
-    proj_dims: int = 128  # output size of the shared projection layer p_theta
+    hidden_size: int = 256  # width of the s and t nets and of the sigma, R and t heads
+    proj_dims: int = 128  # output size of the shared projection layer p_theta (hidden width: twice that)
     s_bound: float = 10.0  # Hardtanh bound on the coupling log-scale s
     sphere_radius: float = 0.25  # r
     n_sphere_points: int = 200  # S primitive surface points per primitive and item

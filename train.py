@@ -11,7 +11,7 @@ A run directory that already holds a run is never written over: continue it with
 The run directory gets run.json (resolved config, git commit, command), log.csv, and three checkpoints written
 atomically: model.pth (latest), best_model.pth (best validation IoU), best_chamfer_model.pth (best validation
 Chamfer-L1). Optimisation follows the authors: RAdam, gradient clipping at 1.0 after every backward, an optimizer
-step every `train.aggregate` batches.
+step every `train.aggregate` batches (train.steps is a multiple of it).
 """
 from __future__ import annotations
 
@@ -210,26 +210,22 @@ def main(argv=None) -> int:
         images, targets = _to_device(batch, device)
         prediction = trained(images, targets.volume_points, targets.surface_points)
         loss, terms = total_loss(prediction, targets, cfg.loss)
-        finite = _all_ranks_finite(loss, dist)
-        if finite:
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm, foreach=True)
-            finite = _all_ranks_finite(grad_norm, dist)
+        finite = _accumulate(loss, list(model.parameters()), cfg.train.clip_grad_norm, dist)
         step += 1
-        if finite:
-            nonfinite_in_row = 0
-            if step % cfg.train.aggregate == 0:
+        if step % cfg.train.aggregate == 0:  # config.validate: train.steps is a multiple of aggregate
+            if any(p.grad is not None for p in model.parameters()):  # some batch of the group was finite
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(cfg.train, step)
                 optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
+        if finite:
+            nonfinite_in_row = 0
             with torch.no_grad():
                 train_iou = weighted_iou(prediction.phi_volume, targets.volume_labels, targets.volume_weights)
             window.add(loss.item(), {k: v.item() for k, v in terms.items()}, train_iou.mean().item(),
                        time.perf_counter() - step_started)  # item(): float() of a tensor with grad warns
         else:
             nonfinite_in_row += 1
-            optimizer.zero_grad(set_to_none=True)
             warnings.warn(f"step {step}: non-finite loss or gradient, step skipped "
                           f"({nonfinite_in_row} in a row)", stacklevel=1)
             if nonfinite_in_row >= cfg.train.max_nonfinite_steps:
@@ -259,7 +255,7 @@ def main(argv=None) -> int:
             with _writing(run_dir):
                 log.write(row)
             bar.set_postfix(loss=row.get("loss", float("nan")), val_iou=last_val_iou)
-        if (step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps) and step % cfg.train.aggregate == 0:
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:  # both close a group
             _save(os.path.join(run_dir, "model.pth"), model, _checkpoint(model, optimizer, step, best, cfg))
     bar.close()
     if dist.is_main:
@@ -369,6 +365,30 @@ def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, Targets
     targets = Targets(moved["volume_points"], moved["volume_labels"], moved["volume_weights"],
                       moved["surface_points"].requires_grad_(True), moved["surface_normals"])
     return moved["image"], targets
+
+
+def _accumulate(loss: torch.Tensor, params: list[torch.nn.Parameter], max_norm: float, dist: Distributed) -> bool:
+    """Add the gradients of `loss` to those of the earlier batches of this accumulation group, then clip the sum at
+    `max_norm`, as the authors do after every backward. True if the loss and the sum are finite on every rank;
+    otherwise the parameters keep exactly the group's earlier gradients (None at a group's start).
+
+    The new gradients go into fresh tensors and are added to the earlier ones only afterwards, so a non-finite batch
+    (and the clipping, which scales in place) never touches the earlier ones.
+    """
+    if not _all_ranks_finite(loss, dist):
+        return False
+    earlier = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    loss.backward()
+    for p, grad in zip(params, earlier):
+        if grad is not None:
+            p.grad = grad.clone() if p.grad is None else p.grad.add_(grad)
+    if _all_ranks_finite(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True), dist):
+        return True
+    for p, grad in zip(params, earlier):
+        p.grad = grad
+    return False
 
 
 def _all_ranks_finite(value: torch.Tensor, dist: Distributed) -> bool:

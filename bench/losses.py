@@ -1,13 +1,14 @@
 """Cost of the loss arithmetic and of the Chamfer metric on the CPU, at the authors' D-FAUST sizes.
 
-    python3 bench/losses.py [--batch 4] [--step-time SECONDS] [--repeats 7] [--threads 2]
+    python3 bench/losses.py [--batch 4] [--repeats 7] [--threads 2]
 
 The losses get random predictions of the contract's shapes (B, M = 6, Nv = 5000, Ns = 1500, S = 200) as leaf
 tensors, so only the loss arithmetic (distances, reductions, BCE, forward + backward) is timed, not the INN that
 produces them (bench/model.py counts that); g_closest_surface is a sphere |x - c| - r of the surface points, so
 the normal term's double backward is timed through an analytic implicit. Budget: the losses under 10% of a
-training step (--step-time, default 2.7 s x B); the Chamfer metric for one frame (10,000 predicted vs 100,000
-target points, trees built inside) under 50 ms. Every time is the median of --repeats runs after one warm-up.
+training step, the full step of bench/train_step.py at the same sizes, timed alternately with them so both see the
+same machine load; the Chamfer metric for one frame (10,000 predicted vs 100,000 target points, trees built
+inside) under 50 ms. Every time is the median of --repeats runs after one warm-up.
 """
 from __future__ import annotations
 
@@ -25,10 +26,13 @@ import torch  # noqa: E402
 import trimesh  # noqa: E402
 from pykdtree.kdtree import KDTree  # noqa: E402
 
+import config  # noqa: E402
+from bench.train_step import random_batch, timed_step  # noqa: E402
 from config import Config  # noqa: E402
 from losses import TERMS, total_loss  # noqa: E402
 from evaluation.metrics import chamfer_metrics, sample_union_surface  # noqa: E402
 from losses.targets import Targets  # noqa: E402
+from models.neural_parts import NeuralParts  # noqa: E402
 from models.prediction import Prediction  # noqa: E402
 from common.errors import run_main  # noqa: E402
 
@@ -95,16 +99,35 @@ def bench_losses(args: argparse.Namespace, cfg: Config) -> None:
     B, M, S = args.batch, cfg.model.n_primitives, cfg.model.n_sphere_points
     Nv, Ns = cfg.data.n_volume_points, cfg.data.n_surface_points
     gen = torch.Generator().manual_seed(0)
-    setup = lambda: make_batch(B, M, Nv, Ns, S, gen)  # noqa: E731
-    step = args.step_time if args.step_time > 0 else 2.7 * B
-    print(f"losses, forward + backward, B={B} M={M} Nv={Nv} Ns={Ns} S={S}; reference step {step:.2f} s")
+    runs = {name: lambda batch, term=term: term(*batch, cfg.loss).backward() for name, (term, _) in TERMS.items()}
+    runs["total"] = lambda batch: total_loss(*batch, cfg.loss)[0].backward()
+    model = NeuralParts(cfg.model).train()
+    optimizer = torch.optim.RAdam(model.parameters(), lr=cfg.train.lr, foreach=True)  # as train.py
+    images, targets = random_batch(B, Nv, Ns, 224, gen, torch.device("cpu"))
+
+    def step() -> float:
+        """Seconds of one training step, as bench/train_step.py counts it (its separate normal timing left out)."""
+        clock = timed_step(model, optimizer, images, targets, cfg)
+        return sum(clock.values()) - clock["normal loss gradient (create_graph)"]
+
+    times = {"step": [], **{name: [] for name in runs}}
+    for repeat in range(args.repeats + 1):  # the first round warms up
+        seconds = {"step": step()}
+        for name, run in runs.items():
+            batch = make_batch(B, M, Nv, Ns, S, gen)
+            started = time.perf_counter()
+            run(batch)
+            seconds[name] = time.perf_counter() - started
+        if repeat:
+            for name, value in seconds.items():
+                times[name].append(value)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"losses, forward + backward, B={B} M={M} Nv={Nv} Ns={Ns} S={S}, against the training step at the same "
+          f"sizes (224 px, fp32), timed alternately: step {median['step']:.2f} s")
     print(f"{'term':<16}{'ms':>10}{'% of step':>12}")
-    for name, (term, _) in TERMS.items():
-        seconds = median_time(lambda batch: term(*batch, cfg.loss).backward(), setup, args.repeats)
-        print(f"{name:<16}{seconds * 1e3:>10.1f}{100 * seconds / step:>11.2f}%")
-    seconds = median_time(lambda batch: total_loss(*batch, cfg.loss)[0].backward(), setup, args.repeats)
-    verdict = "within" if seconds < 0.1 * step else "OVER"
-    print(f"{'total':<16}{seconds * 1e3:>10.1f}{100 * seconds / step:>11.2f}%   ({verdict} the 10% budget)")
+    for name in runs:
+        print(f"{name:<16}{median[name] * 1e3:>10.1f}{100 * median[name] / median['step']:>11.2f}%")
+    print(f"total: {'within' if median['total'] < 0.1 * median['step'] else 'OVER'} the 10% budget")
 
 
 def bench_distance_modes(args: argparse.Namespace, cfg: Config) -> None:
@@ -155,13 +178,11 @@ def bench_chamfer(args: argparse.Namespace, cfg: Config) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4, help="B (default 4)")
-    parser.add_argument("--step-time", type=float, default=0.0,
-                        help="reference training-step seconds for the ratio (default 2.7 x B)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = Config()
+    cfg = config.build_config("dfaust", ["model.pretrained=false"])  # the authors' sizes; no weight download
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs (a load near or above the CPU count means contended timings)")
     bench_losses(args, cfg)

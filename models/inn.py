@@ -7,10 +7,10 @@ R (unit quaternion, w first) and a translation t, applied with the row-vector co
 This is an optimised but exactly equivalent layout of the authors' network (tests/reference_inn.py is the plain
 transcription the tests compare against, weights copied between the two):
 
-* the first Linear(512 + 128 -> 256) of the s and t nets is split into its C_m part, computed once per primitive
+* the first Linear(512 + 128 -> H) of the s and t nets is split into its C_m part, computed once per primitive
   and item by `ConditionalNVP.condition`, and its p_theta part, computed per point; the two s/t first layers are
-  fused into one Linear(128 -> 512) and one Linear(512 -> 512);
-* a coupling layer rewrites one coordinate k, so only row k of the last s/t Linear(256 -> 3) is evaluated,
+  fused into one Linear(128 -> 2H) and one Linear(512 -> 2H), initialised as the one Linear(640 -> H) would be;
+* a coupling layer rewrites one coordinate k, so only row k of the last s/t Linear(H -> 3) is evaluated,
   p_theta(x * mask) is computed as x @ (W * mask)^T, and the output keeps the other coordinates by `torch.where`;
 * the nets run on the points as flat (P, .) matrices; elementwise work is done in place where autograd allows.
 
@@ -84,10 +84,14 @@ class Conditioning:
 
 
 class Projection(nn.Module):
-    """p_theta: Linear(3, 256) -> ReLU -> Linear(256, proj_dims), shared by every coupling layer."""
+    """p_theta: Linear(3, 2 proj_dims) -> ReLU -> Linear(2 proj_dims, proj_dims), shared by every coupling layer.
 
-    def __init__(self, proj_dims: int, hidden: int = 256):
+    The hidden width is twice the output, as in the authors' `ProjectionLayer` (256 at the default proj_dims 128).
+    """
+
+    def __init__(self, proj_dims: int):
         super().__init__()
+        hidden = 2 * proj_dims
         self.first = nn.Linear(3, hidden)
         self.second = nn.Linear(hidden, proj_dims)
 
@@ -96,7 +100,7 @@ class Projection(nn.Module):
 
         Zeroing a weight column equals zeroing that input coordinate, and costs (hidden, 3) instead of (..., 3).
         """
-        hidden = F.linear(x, self.first.weight * keep, self.first.bias).relu_()  # (..., 256)
+        hidden = F.linear(x, self.first.weight * keep, self.first.bias).relu_()  # (..., 2 proj_dims)
         return self.second(hidden)
 
 
@@ -116,6 +120,12 @@ class CouplingLayer(nn.Module):
         # First Linear of the s net (rows :H) and of the t net (rows H:), split into the C_m and p_theta parts.
         self.first_conditioning = nn.Linear(conditioning_size, 2 * hidden)
         self.first_projection = nn.Linear(proj_dims, 2 * hidden, bias=False)
+        # PyTorch's default for the unsplit Linear: weights and bias U(-b, b), b = 1 / sqrt(its whole fan-in). Each
+        # part on its own would take its smaller fan-in, p_theta's weights 2.2x wider than the authors' network.
+        bound = (conditioning_size + proj_dims) ** -0.5
+        with torch.no_grad():
+            for tensor in (self.first_conditioning.weight, self.first_conditioning.bias, self.first_projection.weight):
+                tensor.uniform_(-bound, bound)
         self.s_hidden = nn.Linear(hidden, hidden)
         self.t_hidden = nn.Linear(hidden, hidden)
         self.s_out = nn.Linear(hidden, 3)
@@ -152,7 +162,7 @@ class CouplingLayer(nn.Module):
         return torch.where(self.mask.bool(), y, rewritten.view(*y.shape[:-1], 1))
 
 
-def _head(in_size: int, out_size: int, hidden: int = 256) -> nn.Sequential:
+def _head(in_size: int, out_size: int, hidden: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_size, hidden), nn.ReLU(), nn.Linear(hidden, out_size))
 
 
@@ -177,9 +187,9 @@ class ConditionalNVP(nn.Module):
             mask = torch.zeros(3)
             mask[torch.randperm(3, generator=generator)[:2]] = 1.0  # keep two random coordinates
             self.layers.append(CouplingLayer(mask, conditioning_size, cfg.proj_dims, cfg.hidden_size, cfg.s_bound))
-        self.sigma_head = _head(conditioning_size, 3)
-        self.rotation_head = _head(conditioning_size, 4)
-        self.translation_head = _head(conditioning_size, 3)
+        self.sigma_head = _head(conditioning_size, 3, cfg.hidden_size)
+        self.rotation_head = _head(conditioning_size, 4, cfg.hidden_size)
+        self.translation_head = _head(conditioning_size, 3, cfg.hidden_size)
         self.placement = cfg.init_placement
         if self.placement:
             self.register_buffer("placement_translation", torch.zeros(cfg.n_primitives, 3))  # (M, 3) metres

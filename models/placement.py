@@ -38,7 +38,8 @@ def cluster_placement(inside: np.ndarray, surface: np.ndarray, n_primitives: int
     shrink = np.array([1.0, HEIGHT_SHRINK, 1.0])
     centroids = _tightest_kmeans(surface.astype(np.float64) * shrink, n_primitives, seed)
     cell, _ = vq(inside.astype(np.float64) * shrink, centroids)  # (N,) index of each inside point's cell
-    translation, spread = centroids / shrink, np.full((n_primitives, 3), radius)  # (M, 3) metres
+    # Fallback: the per-axis std of a solid ball of radius r, which gives scale 1 (that ball itself).
+    translation, spread = centroids / shrink, np.full((n_primitives, 3), radius / np.sqrt(5.0))  # (M, 3) metres
     for m in range(n_primitives):
         if (cell == m).sum() > 1:
             translation[m], spread[m] = inside[cell == m].mean(axis=0), inside[cell == m].std(axis=0)

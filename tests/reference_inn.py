@@ -55,12 +55,12 @@ class ReferenceNVP(nn.Module):
 
     def __init__(self, masks, feature_size=512, proj_dims=128, hidden=256, s_bound=10.0):
         super().__init__()
-        self.projection = nn.Sequential(nn.Linear(3, 256), nn.ReLU(), nn.Linear(256, proj_dims))
+        self.projection = nn.Sequential(nn.Linear(3, 2 * proj_dims), nn.ReLU(), nn.Linear(2 * proj_dims, proj_dims))
         self.layers = nn.ModuleList(ReferenceCoupling(mask, self.projection, feature_size, proj_dims, hidden, s_bound)
                                     for mask in masks)
-        self.scale = nn.Sequential(nn.Linear(feature_size, 256), nn.ReLU(), nn.Linear(256, 3))
-        self.rotation = nn.Sequential(nn.Linear(feature_size, 256), nn.ReLU(), nn.Linear(256, 4))
-        self.translation = nn.Sequential(nn.Linear(feature_size, 256), nn.ReLU(), nn.Linear(256, 3))
+        self.scale = nn.Sequential(nn.Linear(feature_size, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        self.rotation = nn.Sequential(nn.Linear(feature_size, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+        self.translation = nn.Sequential(nn.Linear(feature_size, hidden), nn.ReLU(), nn.Linear(hidden, 3))
 
     def _affine(self, F):
         sigma = nn.functional.elu(self.scale(F)) + 1  # (B, M, 3)

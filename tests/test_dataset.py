@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from config import DataConfig
+import data.dataset as dataset_module
 from data.dataset import FrameDataset
 from data.preprocessed import read_frame
 from data.sampling import near_surface
@@ -89,6 +90,25 @@ def test_near_surface_draws_keep_the_weighted_means(preprocessed):
     assert abs(np.mean(estimates) / shell.mean() - 1) < 0.03
     evaluated = evaluation_dataset(preprocessed["root"], preprocessed["split_file"], ("test",), cfg)[1]
     assert len(np.unique(evaluated["volume_weights"].numpy())) == 2  # evaluation keeps the authors' draws
+
+
+def test_near_surface_cache_stays_bounded_and_changes_no_draw(preprocessed, monkeypatch):
+    cfg = dataclasses.replace(CFG, near_surface_share=0.5, near_surface_distance=0.04)
+    splits = (preprocessed["root"], preprocessed["split_file"], ("train", "test"))
+    monkeypatch.setattr(dataset_module, "NEAR_CACHE_FRAMES", 2)
+    bounded, fresh = FrameDataset(*splits, cfg), FrameDataset(*splits, cfg)
+    for index in [0, 1, 2, 3, 1, 4, 5, 0, 3, 3]:
+        sequence_id, frame = bounded.frames[index]
+        stored = read_frame(preprocessed["root"], sequence_id, frame)
+        reader = bounded._reader(sequence_id)
+        mask = bounded._near_surface(sequence_id, reader, reader.row(frame))
+        assert mask.dtype == bool
+        np.testing.assert_array_equal(mask, near_surface(stored.volume_points, stored.vertices, 0.04))
+        assert len(bounded._near) <= 2 and list(bounded._near)[-1] == (sequence_id, reader.row(frame))
+        fresh._near.clear()  # every draw from an empty cache
+        drawn, expected = bounded[(index, 7)], fresh[(index, 7)]
+        assert all(torch.equal(drawn[key], expected[key]) for key in drawn)
+    assert all(packed.nbytes == -(-CFG.n_stored_points // 8) for packed in bounded._near.values())  # 1 bit a point
 
 
 @pytest.mark.parametrize("share, distance", [(1.0, 0.04), (-0.1, 0.04), (0.5, 0.0)])

@@ -17,7 +17,8 @@ def make_inn(seed: int = 27, **overrides) -> ConditionalNVP:
 
 
 def reference_of(inn: ConditionalNVP) -> ReferenceNVP:
-    return ReferenceNVP([layer.mask for layer in inn.layers]).copy_from(inn)
+    return ReferenceNVP([layer.mask for layer in inn.layers], proj_dims=inn.projection.second.out_features,
+                        hidden=inn.layers[0].hidden_size).copy_from(inn)
 
 
 def inputs(seed: int = 0):
@@ -35,6 +36,37 @@ def assert_close(actual, expected, tol=1e-5):
 def test_parameter_count_matches_the_authors_network():
     assert sum(p.numel() for p in make_inn().parameters()) == 2_275_746
     assert sum(p.numel() for p in reference_of(make_inn()).parameters()) == 2_275_746
+
+
+def test_widths_follow_the_config_as_in_the_authors_network():
+    inn = make_inn(hidden_size=64, proj_dims=32)
+    assert inn.projection.first.out_features == 64  # 2 proj_dims, the authors' ProjectionLayer
+    assert all(head[0].out_features == 64 for head in (inn.sigma_head, inn.rotation_head, inn.translation_head))
+    reference = reference_of(inn)
+    assert sum(p.numel() for p in inn.parameters()) == sum(p.numel() for p in reference.parameters())
+    C, x = inputs(4)
+    with torch.no_grad():
+        assert_close(inn.inverse(x, inn.condition(C).per_point()), reference.inverse(C, x))
+
+
+def test_split_first_layer_starts_as_the_authors_single_linear():
+    """Both parts of the first s/t Linear draw from PyTorch's default for nn.Linear(512 + 128, H): U(-b, b),
+    b = 1 / sqrt(640), bias included. 2H x 640 = 327,680 weights: the std is within 1% of b / sqrt(3)."""
+    layer = make_inn().layers[0]
+    torch.manual_seed(0)
+    single = torch.nn.Linear(D + 128, layer.hidden_size)
+    bound = 1 / math.sqrt(D + 128)
+    assert single.weight.abs().max() <= bound and single.bias.abs().max() <= bound
+    parts = {"conditioning": layer.first_conditioning.weight, "projection": layer.first_projection.weight,
+             "both": torch.cat([layer.first_conditioning.weight, layer.first_projection.weight], dim=1)}
+    for name, weight in parts.items():
+        assert weight.abs().max() <= bound, name
+        assert weight.abs().max() > 0.999 * bound, name  # the whole interval is used, not a narrower one
+        assert abs(weight.std().item() - single.weight.std().item()) < 0.01 * bound / math.sqrt(3), name
+        assert abs(weight.mean().item()) < 0.01 * bound, name
+    bias = layer.first_conditioning.bias  # 2H = 512 draws
+    assert bias.abs().max() <= bound and bias.abs().max() > 0.95 * bound
+    assert abs(bias.std().item() - bound / math.sqrt(3)) < 0.1 * bound / math.sqrt(3)
 
 
 def test_masks_keep_two_coordinates_and_come_from_the_seed():

@@ -122,6 +122,21 @@ def test_placement_starts_primitives_upright_and_still_learns_to_move_them():
     assert model.inn.translation_head[-1].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("n_inside", [0, 1])
+def test_a_cell_with_fewer_than_two_inside_points_starts_as_a_ball_of_radius_r(n_inside):
+    """Two separate balls' surfaces, the inside sampled in one ball only (plus n_inside points in the other): the
+    other cell starts at its surface centroid with scale exactly 1, the sphere of radius r itself."""
+    rng = np.random.default_rng(2)
+    left, right = (-0.5, 0.0, 0.0), (0.5, 0.0, 0.0)
+    surface = np.concatenate([ball_surface(left, 0.1, 3000, rng), ball_surface(right, 0.1, 3000, rng)])
+    inside = np.concatenate([solid_ball(left, 0.1, 3000, rng), solid_ball(right, 0.1, n_inside, rng)])
+    translation, scale = cluster_placement(inside, surface, 2, radius=0.25, seed=0)
+    empty = int(translation[:, 0].argmax())
+    np.testing.assert_allclose(translation[empty].numpy(), surface[3000:].mean(axis=0), atol=1e-6)
+    assert torch.equal(scale[empty], torch.ones(3))
+    np.testing.assert_allclose(scale[1 - empty].numpy(), [0.25 / 0.1] * 3, rtol=0.05)  # the filled ball: radius 0.1
+
+
 def test_too_few_points_is_an_error():
     with pytest.raises(ValueError, match="6 surface points cannot place 5 primitives"):
         cluster_placement(np.zeros((6, 3)), np.zeros((6, 3)), 5, radius=0.25, seed=0)
