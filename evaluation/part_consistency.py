@@ -9,10 +9,13 @@ swap roles between frames does not. F frames, V vertices, M primitives, P body p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from data.dataset import FrameDataset
 from models.neural_parts import NeuralParts
 
 
@@ -79,6 +82,32 @@ class ConsistencyReport:
     part_names: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
 
+    def entries(self) -> dict:
+        """Summary keys: part_consistency (None when skipped), part_table ({"primitive_m": {part: share}}, only
+        with labels) and part_consistency_notes (only when something was skipped); JSON-ready."""
+        entries: dict = {"part_consistency": self.overall}
+        if self.table is not None:
+            entries["part_table"] = {f"primitive_{m}": dict(zip(self.part_names, map(float, row)))
+                                     for m, row in enumerate(self.table)}
+        if self.notes:
+            entries["part_consistency_notes"] = list(self.notes)
+        return entries
+
+    def describe(self) -> str:
+        """Part consistency overall and per group, the table (body parts down, primitives across: each column
+        sums to 1) and the notes, as printable lines."""
+        def value(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.4f}"
+
+        lines = [f"part consistency: {value(self.overall)} overall; "
+                 + ", ".join(f"{g} {value(x)}" for g, x in self.per_group.items())]
+        if self.table is not None:
+            width = max(len(name) for name in self.part_names) + 2
+            lines.append(f"{'body part':<{width}}" + "".join(f"{f'prim {m}':>8}" for m in range(len(self.table))))
+            lines += [f"{name:<{width}}" + "".join(f"{share:>8.3f}" for share in self.table[:, p])
+                      for p, name in enumerate(self.part_names)]
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
 
 def consistency_report(owners: list[np.ndarray], faces: list[np.ndarray], groups: list[str], M: int,
                        labels: tuple[np.ndarray, tuple[str, ...]] | None = None) -> ConsistencyReport:
@@ -130,3 +159,32 @@ def common_topology(n_vertices: list[int], faces: list[np.ndarray]) -> tuple[np.
     return np.asarray(largest), (f"part consistency skipped {len(n_vertices) - len(largest)} of {len(n_vertices)} "
                                  f"frames whose mesh topology differs from the other {len(largest)}' "
                                  f"(vertex counts {', '.join(map(str, counts))})")
+
+
+def evaluate_part_consistency(model: NeuralParts, dataset: FrameDataset, frames: list[tuple[str, int]],
+                              group_of: Callable[[str], str], batch_size: int, device: torch.device,
+                              labels: tuple[np.ndarray, tuple[str, ...]] | None = None,
+                              progress: bool = True) -> ConsistencyReport:
+    """Owners of the ground-truth vertices in each of `frames` ((sequence, frame) pairs of `dataset`), then their
+    `consistency_report`, grouped by group_of(sequence); labels as `read_part_labels` returns them. The model
+    is put in eval mode."""
+    model.eval()
+    index_of = {item: i for i, item in enumerate(dataset.frames)}
+    indices = [index_of[item] for item in frames]
+    owners: list[np.ndarray] = []
+    faces: list[np.ndarray] = []
+    for start in tqdm(range(0, len(indices), batch_size), desc="part consistency", unit="batch",
+                      disable=not progress, leave=False):
+        chunk = indices[start:start + batch_size]
+        meshes = [dataset.mesh(i) for i in chunk]
+        chunk_owners: dict[int, np.ndarray] = {}
+        for count in {len(vertices) for vertices, _ in meshes}:  # frames of one vertex count stack
+            same = [k for k, (vertices, _) in enumerate(meshes) if len(vertices) == count]
+            images = torch.stack([dataset.image(chunk[k]) for k in same]).to(device)  # (b, 3, S, S)
+            vertices = torch.from_numpy(np.stack([meshes[k][0] for k in same])).to(device)  # (b, V, 3)
+            for k, row in zip(same, vertex_owners(model, images, vertices).cpu().numpy()):
+                chunk_owners[k] = row
+        owners += [chunk_owners[k] for k in range(len(chunk))]
+        faces += [triangles for _, triangles in meshes]
+    M = model.cfg.n_primitives
+    return consistency_report(owners, faces, [group_of(sequence) for sequence, _ in frames], M, labels)

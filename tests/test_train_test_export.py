@@ -6,9 +6,11 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 
 from tests.conftest import run_script
 from checkpoint import load_checkpoint
@@ -76,6 +78,43 @@ def test_test_script_rebuilds_any_number_of_primitives(tiny_dataset, trained_run
     assert summary["per_motion"] and "overall" in result.stdout
     with open(tmp_path / "frames.csv") as file:
         assert len(list(csv.DictReader(file))) == summary["n_frames"]
+
+
+def test_test_script_reports_part_consistency_and_the_body_part_table(tiny_dataset, trained_run, tmp_path):
+    from data.part_labels import read_part_labels
+    from data.preprocessed import read_frame
+    from data.splits import read_split_file, select_frames
+    from evaluation.part_consistency import part_consistency, part_table
+    from test import motion_of
+    result = run_script("test.py", str(trained_run / "model.pth"), "--data-dir", tiny_dataset["preprocessed"],
+                        "--split-file", tiny_dataset["split_file"], "--dataset-dir", tiny_dataset["raw"],
+                        "--output-dir", str(tmp_path), "--set", "eval.batch_size=2")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    # The same numbers from a plain loop: each test frame's vertices, g_m there one frame at a time, argmin.
+    from checkpoint import load_model
+    model, cfg = load_model(str(trained_run / "model.pth"), torch.device("cpu"))
+    frames = select_frames(read_split_file(tiny_dataset["split_file"]), ("test",), cfg.data.drop_first_frames)
+    owners, motions = [], []
+    for sequence, frame in frames:
+        stored = read_frame(tiny_dataset["preprocessed"], sequence, frame)
+        resized = np.array(Image.fromarray(stored.image).resize((64, 64), Image.BILINEAR))  # the network's size
+        image = torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32) / 255)[None]  # (1, 3, 64, 64)
+        with torch.no_grad():
+            g = model.implicit(torch.from_numpy(stored.vertices)[None], model.conditioning(image))[0]  # (V, M)
+        owners.append(g.argmin(-1).numpy())
+        motions.append(motion_of(sequence))
+    owners = np.stack(owners)  # (F, V)
+    assert summary["n_frames"] == len(frames) >= 2
+    assert summary["part_consistency"] == pytest.approx(part_consistency(owners), abs=2e-3)
+    for motion in set(motions):
+        rows = [i for i, m in enumerate(motions) if m == motion]
+        expected = part_consistency(owners[rows]) if len(rows) >= 2 else None
+        assert summary["per_motion"][motion]["part_consistency"] == pytest.approx(expected, abs=2e-3)
+    labels, names = read_part_labels(tiny_dataset["raw"])
+    table = np.array([[summary["part_table"][f"primitive_{m}"][name] for name in names] for m in range(3)])
+    np.testing.assert_allclose(table, part_table(owners, labels, names, 3), atol=2e-3)
+    assert "part consistency:" in result.stdout and "left_forearm" in result.stdout
 
 
 def test_visualisation_exports_watertight_meshes(tiny_dataset, trained_run, tmp_path):
