@@ -130,6 +130,35 @@ def test_visualisation_exports_watertight_meshes(tiny_dataset, trained_run, tmp_
         assert (frame_dir / name).exists(), name
 
 
+def test_gif_animates_a_test_sequence_beside_the_checkpoint(tiny_dataset, trained_run):
+    from data.splits import read_split_file
+    rows = read_split_file(tiny_dataset["split_file"])
+    test_sequences = sorted({row.sequence_id for row in rows if row.split == "test"})
+    result = run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
+                        tiny_dataset["preprocessed"], "--split-file", tiny_dataset["split_file"],
+                        "--gif", "--gif-stride", "2", "--gif-size", "48")
+    path = trained_run / "result" / f"{test_sequences[0]}.gif"  # the default output dir: beside the checkpoint
+    assert str(path) in result.stdout
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2  # frames 20, 21, 22 of the sequence (the first 20 are dropped), every second one
+        assert gif.size == (3 * 48, 48) and gif.info["loop"] == 0
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            panels = np.asarray(gif.convert("RGB")).reshape(48, 3, 48, 3)  # (row, panel, column, RGB)
+            assert all((panels[:, p] < 200).any() for p in range(3))  # something drawn in every panel
+
+    unknown = run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
+                         tiny_dataset["preprocessed"], "--split-file", tiny_dataset["split_file"], "--gif", "nope",
+                         check=False)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "--gif 'nope'" in unknown.stderr
+
+
+def test_a_face_takes_the_owner_of_at_least_two_of_its_corners():
+    from utils.result_visualization import majority_owner
+    corners = np.array([[0, 0, 1], [2, 1, 1], [3, 4, 3], [5, 5, 5], [0, 1, 2]])
+    assert majority_owner(corners).tolist() == [0, 1, 3, 5, 0]
+
+
 def test_unknown_frame_is_one_line_error(tiny_dataset, trained_run, tmp_path):
     result = run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
                         tiny_dataset["preprocessed"], "--split-file", tiny_dataset["split_file"],
