@@ -153,6 +153,17 @@ def test_gif_animates_a_test_sequence_beside_the_checkpoint(tiny_dataset, traine
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "--gif 'nope'" in unknown.stderr
 
 
+def test_the_demo_gif_takes_the_first_test_sequence_at_the_stride_that_fits(tiny_dataset):
+    from config import DataConfig
+    from data.splits import read_split_file
+    from utils.demo import gif_plan
+    rows = read_split_file(tiny_dataset["split_file"])
+    first = sorted({row.sequence_id for row in rows if row.split == "test"})[0]
+    # 23 frames, 20 dropped: 3 frames remain, so 30 fit at stride 1, 2 need stride 2 and 1 needs stride 3.
+    assert [gif_plan(tiny_dataset["split_file"], DataConfig(), limit) for limit in (30, 2, 1)] == [
+        (first, 1), (first, 2), (first, 3)]
+
+
 def test_a_face_takes_the_owner_of_at_least_two_of_its_corners():
     from utils.result_visualization import majority_owner
     corners = np.array([[0, 0, 1], [2, 1, 1], [3, 4, 3], [5, 5, 5], [0, 1, 2]])
