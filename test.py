@@ -4,7 +4,9 @@
 
 The model is rebuilt from the checkpoint alone (its config travels inside it). Writes DIR/frames.csv (one row per
 frame) and DIR/summary.json (overall and per motion; keys iou, chamfer_l1, chamfer_l2, normal_consistency,
-n_frames), and prints the summary table.
+n_frames, and part_consistency: see evaluation/part_consistency.py), and prints the summary table. With body-part
+labels beside the registrations (data/part_labels.py), summary.json's part_table and the printout show which body
+parts each primitive covers.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import config as config_module
 from checkpoint import load_model
 from common.errors import UserError, run_main
 from common.atomic import write_atomic
+from data.part_labels import read_part_labels
 from evaluation.loop import METRIC_NAMES, evaluate_frames, evaluation_dataset, summarise
+from evaluation.part_consistency import evaluate_part_consistency
 from common.runtime import select_device, set_threads
 
 HONOURED = ("eval", "train.device", "train.threads")  # --set keys that change scoring, not the model scored
@@ -34,6 +38,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--split", action="append", help="split(s) to evaluate (default: data.test_splits)")
     parser.add_argument("--output-dir", help="where to write frames.csv and summary.json "
                                              "(default: <checkpoint dir>/test)")
+    parser.add_argument("--dataset-dir", help="raw registrations, for their body-part labels if any "
+                                              "(default: the checkpoint's data.dataset_dir)")
     parser.add_argument("--max-frames", type=int, default=0, help="evaluate an evenly spaced subset (0 = all)")
     config_module.add_override_argument(parser, HONOURED)
     return parser.parse_args(argv)
@@ -58,6 +64,7 @@ def main(argv=None) -> int:
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "test")
 
     dataset = evaluation_dataset(root, split_file, splits, cfg.data)
+    part_labels = read_part_labels(args.dataset_dir or cfg.data.dataset_dir)
     try:  # before evaluating, so an unusable --output-dir costs no evaluation time
         os.makedirs(output_dir, exist_ok=True)
     except OSError as error:
@@ -67,10 +74,16 @@ def main(argv=None) -> int:
                "per_motion": {}}
     for motion in sorted({motion_of(r["sequence"]) for r in records}):
         summary["per_motion"][motion] = summarise([r for r in records if motion_of(r["sequence"]) == motion])
+    consistency = evaluate_part_consistency(model, dataset, [(r["sequence"], r["frame"]) for r in records], motion_of,
+                                            cfg.eval.batch_size, device, part_labels)
+    summary.update(consistency.entries())
+    for motion, value in consistency.per_group.items():
+        summary["per_motion"][motion]["part_consistency"] = value
 
     write_atomic(os.path.join(output_dir, "frames.csv"), lambda temp: _write_frames(temp, records))
     write_atomic(os.path.join(output_dir, "summary.json"), lambda temp: _write_json(temp, summary))
     print(_table(summary))
+    print(consistency.describe())
     print(f"wrote {output_dir}/frames.csv and {output_dir}/summary.json")
     return 0
 

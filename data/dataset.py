@@ -95,6 +95,18 @@ class FrameDataset(torch.utils.data.Dataset):
             "index": torch.tensor(index, dtype=torch.int64),
         }
 
+    def image(self, index: int) -> torch.Tensor:
+        """The network input of frame `index`, as in its items: (3, S, S) float32 in [0, 1]."""
+        sequence_id, frame = self.frames[index]
+        reader = self._reader(sequence_id)
+        return self._image(reader, reader.row(frame))
+
+    def mesh(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ground-truth mesh of frame `index`: vertices (V, 3) float32 metres, faces (F, 3) int32."""
+        sequence_id, frame = self.frames[index]
+        reader = self._reader(sequence_id)
+        return reader.vertices(reader.row(frame)), reader.faces
+
     def body_points(self, n_frames: int, n_per_frame: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Points of the bodies of up to `n_frames` random frames, `n_per_frame` of each kind from each frame:
         (inside, surface), each (n_frames * n_per_frame, 3) float32 metres. Inside points are stored volume points

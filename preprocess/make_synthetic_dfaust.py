@@ -5,7 +5,8 @@
 Real DFAUST cannot be downloaded here, so this writes the files DFAUST ships, for synthetic people:
 DIR/registrations_m.hdf5 and DIR/registrations_f.hdf5, each with one float32 dataset of shape (V, 3, T) per
 `{subject}_{sequence}` (vertices in metres, y up, feet near y = -0.6) and a shared 0-based `faces` (F, 3), under
-DFAUST's real subject ids (in their real male or female file) and sequence names; and DIR/splits.csv in the
+DFAUST's real subject ids (in their real male or female file) and sequence names; DIR/vertex_parts.npz, the body
+part of every template vertex (format: data/part_labels.py; D-FAUST has none); and DIR/splits.csv in the
 authors' d-faust_splits.csv format (`id,model_id,split`, every frame listed). The split is by sequence, as
 DFAUST's: a few whole sequences are validation, and held-out test sequences are subject x motion combinations
 whose motion appears on other subjects in training. Every sequence starts in the calibration A-pose and eases
@@ -31,8 +32,9 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from config import DataConfig  # noqa: E402
+from data.part_labels import PART_LABELS_FILE, write_part_labels  # noqa: E402
 from preprocess.dfaust_source import REGISTRATION_FILES  # noqa: E402
-from preprocess.synthetic_body import Body, build_template, make_body, sample_shape, skin  # noqa: E402
+from preprocess.synthetic_body import PART_NAMES, Body, build_template, make_body, sample_shape, skin  # noqa: E402
 from preprocess.synthetic_motions import MOTIONS, Pose  # noqa: E402
 from common.errors import UserError, run_main  # noqa: E402
 
@@ -83,7 +85,8 @@ def main() -> int:
     bodies = {subject: make_body(template, sample_shape(np.random.default_rng([args.seed, subject]), gender))
               for subject, gender in SUBJECTS[:args.subjects]}
     box = (np.array(data.volume_box_min) + BOX_MARGIN, np.array(data.volume_box_max) - BOX_MARGIN)
-    damped = write_dataset(output, template.faces, bodies, sequences, splits, args.frames, args.seed, box)
+    damped = write_dataset(output, template.faces, template.parts, bodies, sequences, splits, args.frames,
+                           args.seed, box)
 
     counts = {name: sum(1 for s in sequences if splits[s.key] == name) for name in ("train", "val", "test")}
     usable = len(sequences) * (args.frames - drop)
@@ -96,13 +99,16 @@ def main() -> int:
     return 0
 
 
-def write_dataset(output: pathlib.Path, faces: np.ndarray, bodies: dict[int, Body], sequences: list[Sequence],
-                  splits: dict[str, str], n_frames: int, seed: int, box: tuple[np.ndarray, np.ndarray]) -> list[str]:
-    """Animate every sequence and write the two hdf5 files and splits.csv into `output`, atomically: each file
-    is written under a temporary name and renamed when all are complete, splits.csv last (its presence marks
-    a finished dataset). Returns the damped sequences as "key xSTRENGTH" lines."""
+def write_dataset(output: pathlib.Path, faces: np.ndarray, parts: np.ndarray, bodies: dict[int, Body],
+                  sequences: list[Sequence], splits: dict[str, str], n_frames: int, seed: int,
+                  box: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """Animate every sequence and write the two hdf5 files, the body-part labels `parts` (V,) and splits.csv
+    into `output`, atomically: each file is written under a temporary name and renamed when all are complete,
+    splits.csv last (its presence marks a finished dataset). Returns the damped sequences as "key xSTRENGTH"
+    lines."""
     damped = []
     temporary = {gender: output / f".{name}.partial" for gender, name in REGISTRATION_FILE.items()}
+    parts_temporary = output / f".{PART_LABELS_FILE}.partial"
     splits_temporary = output / ".splits.csv.partial"
     files: dict[str, h5py.File] = {}
     try:
@@ -120,15 +126,17 @@ def write_dataset(output: pathlib.Path, faces: np.ndarray, bodies: dict[int, Bod
         finally:
             for file in files.values():
                 file.close()
+        write_part_labels(parts_temporary, parts, PART_NAMES)
         _write_splits(splits_temporary, sequences, splits, n_frames)
         (output / "splits.csv").unlink(missing_ok=True)  # an old marker must not vouch for new hdf5 files
         for gender, path in temporary.items():
             os.replace(path, output / REGISTRATION_FILE[gender])
+        os.replace(parts_temporary, output / PART_LABELS_FILE)
         os.replace(splits_temporary, output / "splits.csv")
     except OSError as error:
         raise UserError(f"cannot write the synthetic dataset to {output}: {error.strerror or error}") from error
     finally:
-        for path in (*temporary.values(), splits_temporary):
+        for path in (*temporary.values(), parts_temporary, splits_temporary):
             path.unlink(missing_ok=True)
     return damped
 

@@ -25,6 +25,10 @@ JOINTS = ("pelvis", "spine", "chest", "neck", "head",
 PARENTS = (-1, 0, 1, 2, 3, 2, 5, 6, 2, 8, 9, 0, 11, 12, 0, 14, 15)  # parents precede children
 JOINT_INDEX = {name: index for index, name in enumerate(JOINTS)}
 K = len(JOINTS)
+# The body part each joint moves, named for what a viewer sees (the left_shoulder joint moves the upper arm).
+PART_NAMES = ("pelvis", "abdomen", "chest", "neck", "head",
+              "left_upper_arm", "left_forearm", "left_hand", "right_upper_arm", "right_forearm", "right_hand",
+              "left_thigh", "left_shin", "left_foot", "right_thigh", "right_shin", "right_foot")
 
 FLOOR_Y = -0.6  # soles in the calibration pose, as in DFAUST's coordinates
 TEMPLATE_HEIGHT = 1.70  # metres, soles to top of head, before per-subject scaling
@@ -38,12 +42,14 @@ WEIGHT_SMOOTHING_STEPS = 40  # neighbour-averaging sweeps that spread skinning w
 @dataclass(frozen=True)
 class Template:
     """The shared body: vertices (V, 3) and faces (F, 3) of the calibration pose, template joints (K, 3),
-    skinning weights (V, K) (rows sum to 1), all in metres with the soles at y = 0."""
+    skinning weights (V, K) (rows sum to 1), all in metres with the soles at y = 0, and the body part of each
+    vertex (V,), an index into PART_NAMES (and JOINTS: the joint that moves it before weights are smoothed)."""
 
     vertices: np.ndarray
     faces: np.ndarray
     joints: np.ndarray
     weights: np.ndarray
+    parts: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -201,7 +207,9 @@ def build_template() -> Template:
         raise RuntimeError(f"decimation stopped at {len(faces)} faces instead of {N_FACES}")
     vertices = _project_to_surface(np.ascontiguousarray(vertices), joints)
     faces = np.ascontiguousarray(faces, dtype=np.int64)
-    return Template(vertices=vertices, faces=faces, joints=joints, weights=_skinning_weights(vertices, faces, joints))
+    parts = vertex_parts(vertices, joints)
+    return Template(vertices=vertices, faces=faces, joints=joints, weights=_skinning_weights(parts, faces),
+                    parts=parts)
 
 
 def _body_field(points: np.ndarray, joints: np.ndarray) -> np.ndarray:
@@ -219,14 +227,20 @@ def _project_to_surface(points: np.ndarray, joints: np.ndarray, steps: int = 3, 
     return points
 
 
-def _skinning_weights(vertices: np.ndarray, faces: np.ndarray, joints: np.ndarray) -> np.ndarray:
-    """(V, K) weights: one-hot on the joint owning the closest part, then averaged with mesh neighbours."""
+def vertex_parts(vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
+    """Body part of each vertex (V,) int64: the joint owning the part of the template closest to it."""
     distances, owners = _part_distances(vertices, joints)
-    weights = np.zeros((len(vertices), K))
-    weights[np.arange(len(vertices)), owners[np.argmin(distances, axis=0)]] = 1.0
+    return owners[np.argmin(distances, axis=0)].astype(np.int64)
+
+
+def _skinning_weights(parts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V, K) weights: one-hot on each vertex's body part (V,), then averaged with mesh neighbours."""
+    n_vertices = len(parts)
+    weights = np.zeros((n_vertices, K))
+    weights[np.arange(n_vertices), parts] = 1.0
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     adjacency = scipy.sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])),
-                                        shape=(len(vertices),) * 2).tocsr()
+                                        shape=(n_vertices,) * 2).tocsr()
     adjacency = ((adjacency + adjacency.T) > 0).astype(np.float64)
     average = scipy.sparse.diags(1.0 / np.asarray(adjacency.sum(axis=1)).ravel()) @ adjacency
     for _ in range(WEIGHT_SMOOTHING_STEPS):

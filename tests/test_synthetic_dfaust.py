@@ -15,7 +15,9 @@ import trimesh
 
 from config import DataConfig
 from preprocess import make_synthetic_dfaust as generator
-from preprocess.synthetic_body import JOINT_INDEX, K, build_template, forward_kinematics, make_body, sample_shape, skin
+from data.part_labels import read_part_labels
+from preprocess.synthetic_body import (JOINT_INDEX, K, PART_NAMES, build_template, forward_kinematics, make_body,
+                                       sample_shape, skin)
 from preprocess.synthetic_motions import Pose, rotation
 
 SCRIPT = Path(__file__).resolve().parents[1] / "preprocess" / "make_synthetic_dfaust.py"
@@ -54,7 +56,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def test_files_have_the_dfaust_layout(dataset):
-    assert sorted(p.name for p in dataset.iterdir()) == ["registrations_f.hdf5", "registrations_m.hdf5", "splits.csv"]
+    assert sorted(p.name for p in dataset.iterdir()) == ["registrations_f.hdf5", "registrations_m.hdf5", "splits.csv",
+                                                         "vertex_parts.npz"]
     for gender in ("m", "f"):
         with h5py.File(dataset / f"registrations_{gender}.hdf5", "r") as file:
             faces = file["faces"]
@@ -100,6 +103,26 @@ def test_sequences_start_in_the_calibration_pose_and_then_move(dataset):
         assert np.all(steps > 1e-3), key  # every usable frame differs from the previous one
 
 
+def test_every_vertex_has_the_body_part_that_moves_it(dataset):
+    labels, names = read_part_labels(dataset)
+    sequences, _, _ = read_sequences(dataset)
+    rest = next(iter(sequences.values()))[0]  # (V, 3) calibration pose: +x is the body's left, y up
+    assert names == PART_NAMES and labels.shape == (len(rest),)
+    assert set(labels.tolist()) == set(range(len(names)))  # every part owns vertices
+
+    def centre(part: str) -> np.ndarray:
+        return rest[labels == names.index(part)].mean(axis=0)
+
+    heights = [centre(part)[1] for part in ("head", "neck", "chest", "abdomen", "pelvis")]
+    assert heights == sorted(heights, reverse=True)
+    for side, sign in (("left", 1), ("right", -1)):
+        limb = [centre(f"{side}_{part}") for part in ("upper_arm", "forearm", "hand")]
+        assert all(sign * point[0] > 0.1 for point in limb)  # on the body's own side
+        assert limb[0][1] > limb[1][1] > limb[2][1]  # arms hang in the A-pose
+        leg = [centre(f"{side}_{part}")[1] for part in ("thigh", "shin", "foot")]
+        assert leg == sorted(leg, reverse=True) and centre(f"{side}_foot")[1] < -0.5
+
+
 def test_subjects_differ(dataset):
     sequences, _, _ = read_sequences(dataset)
     male = next(v for k, v in sequences.items() if k.startswith("50002"))[0]
@@ -118,6 +141,7 @@ def test_same_seed_same_arrays_other_seed_other_arrays(dataset, tmp_path):
         np.testing.assert_array_equal(same[key], reference[key])
         assert not np.array_equal(other[key], reference[key])
     assert (tmp_path / "same" / "splits.csv").read_bytes() == (dataset / "splits.csv").read_bytes()
+    np.testing.assert_array_equal(read_part_labels(tmp_path / "other")[0], read_part_labels(dataset)[0])  # one template
 
 
 def test_splits_file_lists_every_frame_split_by_sequence(dataset):

@@ -6,9 +6,11 @@ import os
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 
 from tests.conftest import run_script
 from checkpoint import load_checkpoint
@@ -78,6 +80,43 @@ def test_test_script_rebuilds_any_number_of_primitives(tiny_dataset, trained_run
         assert len(list(csv.DictReader(file))) == summary["n_frames"]
 
 
+def test_test_script_reports_part_consistency_and_the_body_part_table(tiny_dataset, trained_run, tmp_path):
+    from data.part_labels import read_part_labels
+    from data.preprocessed import read_frame
+    from data.splits import read_split_file, select_frames
+    from evaluation.part_consistency import part_consistency, part_table
+    from test import motion_of
+    result = run_script("test.py", str(trained_run / "model.pth"), "--data-dir", tiny_dataset["preprocessed"],
+                        "--split-file", tiny_dataset["split_file"], "--dataset-dir", tiny_dataset["raw"],
+                        "--output-dir", str(tmp_path), "--set", "eval.batch_size=2")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+
+    # The same numbers from a plain loop: each test frame's vertices, g_m there one frame at a time, argmin.
+    from checkpoint import load_model
+    model, cfg = load_model(str(trained_run / "model.pth"), torch.device("cpu"))
+    frames = select_frames(read_split_file(tiny_dataset["split_file"]), ("test",), cfg.data.drop_first_frames)
+    owners, motions = [], []
+    for sequence, frame in frames:
+        stored = read_frame(tiny_dataset["preprocessed"], sequence, frame)
+        resized = np.array(Image.fromarray(stored.image).resize((64, 64), Image.BILINEAR))  # the network's size
+        image = torch.from_numpy(resized.transpose(2, 0, 1).astype(np.float32) / 255)[None]  # (1, 3, 64, 64)
+        with torch.no_grad():
+            g = model.implicit(torch.from_numpy(stored.vertices)[None], model.conditioning(image))[0]  # (V, M)
+        owners.append(g.argmin(-1).numpy())
+        motions.append(motion_of(sequence))
+    owners = np.stack(owners)  # (F, V)
+    assert summary["n_frames"] == len(frames) >= 2
+    assert summary["part_consistency"] == pytest.approx(part_consistency(owners), abs=2e-3)
+    for motion in set(motions):
+        rows = [i for i, m in enumerate(motions) if m == motion]
+        expected = part_consistency(owners[rows]) if len(rows) >= 2 else None
+        assert summary["per_motion"][motion]["part_consistency"] == pytest.approx(expected, abs=2e-3)
+    labels, names = read_part_labels(tiny_dataset["raw"])
+    table = np.array([[summary["part_table"][f"primitive_{m}"][name] for name in names] for m in range(3)])
+    np.testing.assert_allclose(table, part_table(owners, labels, names, 3), atol=2e-3)
+    assert "part consistency:" in result.stdout and "left_forearm" in result.stdout
+
+
 def test_visualisation_exports_watertight_meshes(tiny_dataset, trained_run, tmp_path):
     run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
                tiny_dataset["preprocessed"], "--split-file",
@@ -89,6 +128,46 @@ def test_visualisation_exports_watertight_meshes(tiny_dataset, trained_run, tmp_
     assert trimesh.load(frame_dir / "union.obj").is_watertight
     for name in ("primitives_colored.ply", "input.png", "prediction.png", "ground_truth.png", "comparison.png"):
         assert (frame_dir / name).exists(), name
+
+
+def test_gif_animates_a_test_sequence_beside_the_checkpoint(tiny_dataset, trained_run):
+    from data.splits import read_split_file
+    rows = read_split_file(tiny_dataset["split_file"])
+    test_sequences = sorted({row.sequence_id for row in rows if row.split == "test"})
+    result = run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
+                        tiny_dataset["preprocessed"], "--split-file", tiny_dataset["split_file"],
+                        "--gif", "--gif-stride", "2", "--gif-size", "48")
+    path = trained_run / "result" / f"{test_sequences[0]}.gif"  # the default output dir: beside the checkpoint
+    assert str(path) in result.stdout
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2  # frames 20, 21, 22 of the sequence (the first 20 are dropped), every second one
+        assert gif.size == (3 * 48, 48) and gif.info["loop"] == 0
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            panels = np.asarray(gif.convert("RGB")).reshape(48, 3, 48, 3)  # (row, panel, column, RGB)
+            assert all((panels[:, p] < 200).any() for p in range(3))  # something drawn in every panel
+
+    unknown = run_script("utils/result_visualization.py", str(trained_run / "model.pth"), "--data-dir",
+                         tiny_dataset["preprocessed"], "--split-file", tiny_dataset["split_file"], "--gif", "nope",
+                         check=False)
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "--gif 'nope'" in unknown.stderr
+
+
+def test_the_demo_gif_takes_the_first_test_sequence_at_the_stride_that_fits(tiny_dataset):
+    from config import DataConfig
+    from data.splits import read_split_file
+    from utils.demo import gif_plan
+    rows = read_split_file(tiny_dataset["split_file"])
+    first = sorted({row.sequence_id for row in rows if row.split == "test"})[0]
+    # 23 frames, 20 dropped: 3 frames remain, so 30 fit at stride 1, 2 need stride 2 and 1 needs stride 3.
+    assert [gif_plan(tiny_dataset["split_file"], DataConfig(), limit) for limit in (30, 2, 1)] == [
+        (first, 1), (first, 2), (first, 3)]
+
+
+def test_a_face_takes_the_owner_of_at_least_two_of_its_corners():
+    from utils.result_visualization import majority_owner
+    corners = np.array([[0, 0, 1], [2, 1, 1], [3, 4, 3], [5, 5, 5], [0, 1, 2]])
+    assert majority_owner(corners).tolist() == [0, 1, 3, 5, 0]
 
 
 def test_unknown_frame_is_one_line_error(tiny_dataset, trained_run, tmp_path):

@@ -4,13 +4,15 @@
 
 Runs the same commands a user would, each a separate process, under runs/demo/:
 synthetic/ (make_synthetic_dfaust.py) -> preprocessed/ (preprocess_dfaust.py) -> train/ (train.py --preset demo)
--> test/summary.json (test.py on the held-out test sequences) -> result/ (result_visualization.py) -> a summary.
+-> test/summary.json (test.py on the held-out test sequences) -> result/ (result_visualization.py) -> SEQUENCE.gif
+(result_visualization.py --gif: the first test sequence, at most GIF_MAX_FRAMES frames) -> a summary.
 Finished stages are skipped on a rerun (each stage is itself resumable); --fresh starts over.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -21,9 +23,12 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import config  # noqa: E402
 from common.errors import UserError, run_main  # noqa: E402
+from data.splits import read_split_file, select_frames  # noqa: E402
 
 DEMO = "runs/demo"
+GIF_MAX_FRAMES = 30  # the demo's GIF shows every k-th frame of its sequence, k as small as keeps it within this
 
 
 def stage(name: str, command: list[str], done: bool, timings: dict) -> None:
@@ -63,6 +68,10 @@ def main() -> int:
     stage("export", ["utils/result_visualization.py", f"{train_dir}/best_model.pth", "--output-dir", result_dir,
                      "--test-frames", "3"], False, timings)
     stage("curves", ["utils/plot_training.py", train_dir], False, timings)
+    demo_data = config.build_config("demo").data
+    gif_sequence, gif_stride = gif_plan(REPO / demo_data.split_file, demo_data, GIF_MAX_FRAMES)
+    stage("gif", ["utils/result_visualization.py", f"{train_dir}/best_model.pth", "--output-dir", DEMO,
+                  "--gif", gif_sequence, "--gif-stride", str(gif_stride)], False, timings)
 
     timings["total"] = round(time.perf_counter() - started, 1)
     with open(demo / "timings.json", "w") as file:
@@ -72,8 +81,18 @@ def main() -> int:
     print(f"held-out test sequences: IoU {summary['iou']:.3f}, Chamfer-L1 {summary['chamfer_l1']:.4f} "
           f"over {summary['n_frames']} frames")
     print(f"checkpoints: {train_dir}/  test report: {test_dir}/summary.json  meshes and renders: {result_dir}/  "
-          f"curves: {train_dir}/curves.png")
+          f"curves: {train_dir}/curves.png  animation: {DEMO}/{gif_sequence}.gif")
     return 0
+
+
+def gif_plan(split_file: pathlib.Path, data_cfg: config.DataConfig, max_frames: int) -> tuple[str, int]:
+    """The first test sequence of `split_file` under `data_cfg` (the one `result_visualization.py --gif` picks by
+    default) and the smallest frame stride that keeps its GIF within `max_frames` frames."""
+    frames = select_frames(read_split_file(split_file), data_cfg.test_splits, data_cfg.drop_first_frames)
+    if not frames:
+        raise UserError(f"{split_file} lists no test frame; run `make clean-demo`, then `make demo`")
+    sequence = frames[0][0]
+    return sequence, math.ceil(sum(1 for name, _ in frames if name == sequence) / max_frames)
 
 
 def _trained_steps(checkpoint: pathlib.Path) -> bool:
@@ -84,7 +103,6 @@ def _trained_steps(checkpoint: pathlib.Path) -> bool:
     """
     if not checkpoint.exists():
         return False
-    import config
     from checkpoint import checkpoint_config, load_checkpoint
     payload = load_checkpoint(str(checkpoint))
     preset = config.build_config("demo")
