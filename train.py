@@ -37,6 +37,7 @@ from models.neural_parts import NeuralParts
 from models.placement import cluster_placement
 from checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
                               restore_state, save_checkpoint)
+from common.atomic import write_text_atomic
 from common.errors import UserError, run_main
 from evaluation.loop import evaluate_frames, evaluation_dataset, summarise
 from common.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
@@ -307,10 +308,7 @@ def _restore_rng(state: dict) -> None:
 
 def _write_run_info(run_dir: str, cfg: Config, args: argparse.Namespace) -> None:
     info = {"config": config_module.to_dict(cfg), "git_commit": git_commit(), "command": sys.argv}
-    temp = os.path.join(run_dir, "run.json.tmp")
-    with open(temp, "w") as file:
-        json.dump(info, file, indent=2)
-    os.replace(temp, os.path.join(run_dir, "run.json"))
+    write_text_atomic(os.path.join(run_dir, "run.json"), json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import pathlib
-import tempfile
 import urllib.request
 import warnings
 
 import torch
 
+from common.atomic import atomic_path
 from common.errors import UserError
 
 RESNET18_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"  # torchvision IMAGENET1K_V1
@@ -56,16 +55,11 @@ def _download(url: str, path: pathlib.Path) -> None:
     """Fetch `url` to `path` atomically, checking the SHA-256 prefix in the file name (as torch.hub does)."""
     expected = path.stem.rsplit("-", 1)[-1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    try:
+    with atomic_path(path) as temporary:
         digest = hashlib.sha256()
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with open(temporary, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if not digest.hexdigest().startswith(expected):
             raise ValueError(f"downloaded file does not match hash prefix {expected}")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
