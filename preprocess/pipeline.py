@@ -6,6 +6,8 @@ and writes its frame as a part file; the parent merges a sequence's parts once a
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import time
@@ -25,7 +27,10 @@ from data.splits import read_split_file, select_frames
 from preprocess import store
 from preprocess.dfaust_source import DfaustSource, RawSequence, SequenceError
 from preprocess.frames import process_frame
+from common.atomic import write_text_atomic
 from common.errors import UserError
+
+RECORD_FILE = "preprocess.json"  # in the output directory: what its files depend on (see `_check_record`)
 
 
 @dataclass
@@ -55,8 +60,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, workers: int,
-        shard: tuple[int, int] = (0, 1), progress: bool = True) -> Summary:
-    """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard."""
+        shard: tuple[int, int] = (0, 1), progress: bool = True, overwrite: bool = False) -> Summary:
+    """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard.
+
+    An output directory filled with other settings is refused unless `overwrite` (see `_check_record`).
+    """
     started = time.perf_counter()
     settings = fmt.Settings.from_config(data)
     if settings.n_points < 1 or settings.image_size < 1:
@@ -73,6 +81,7 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
     root = _prepare_output(Path(output_dir))
     summary = Summary()
     try:
+        _check_record(root, _record(settings, data, listed), overwrite)
         jobs = _plan(source, listed, shard, split_file, dataset_dir, summary)
         bar = tqdm(total=sum(len(job.frames) for job in jobs), unit="frame", desc="preprocess", disable=not progress,
                    smoothing=0.1)
@@ -91,6 +100,47 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
         source.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _record(settings: fmt.Settings, data: DataConfig, listed: dict[str, list[int]]) -> dict:
+    """Everything the files of an output directory depend on besides the raw meshes, by config name.
+
+    The listed frames (of all shards) enter as their count and a hash; the split names do not, as the files
+    do not depend on them.
+    """
+    frames = [f"{sequence_id},{frame}\n" for sequence_id in sorted(listed) for frame in sorted(listed[sequence_id])]
+    digest = hashlib.sha256("".join(frames).encode()).hexdigest()[:16]
+    return {"format_version": fmt.FORMAT_VERSION, "data.n_stored_points": settings.n_points,
+            "data.image_size": settings.image_size, "data.volume_box_min": list(settings.box_min),
+            "data.volume_box_max": list(settings.box_max), "data.drop_first_frames": data.drop_first_frames,
+            "split_file_frames": f"{len(frames)} frames, sha256 {digest}"}
+
+
+def _check_record(root: Path, record: dict, overwrite: bool) -> None:
+    """Refuse, before any file is touched, to fill `root` with other settings than its RECORD_FILE names (or
+    than its files were made with, when an older version left no record); then write `record` there.
+
+    With `overwrite` nothing is refused: a sequence file made with other settings or frames is replaced when
+    its sequence is processed; files with this run's settings are kept, as on any rerun.
+    """
+    path = root / RECORD_FILE
+    if not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+            if not isinstance(previous, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            previous = None
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot read {path} ({error}); rerun with --overwrite to replace it") from None
+        if previous is None and any(root.glob(f"*{fmt.SEQUENCE_SUFFIX}")):
+            raise UserError(f"{root} holds preprocessed files but no {RECORD_FILE} naming their settings; rerun "
+                            "with --overwrite to replace those made with other settings")
+        for key, value in record.items():
+            if previous is not None and previous.get(key) != value:
+                raise UserError(f"{path}: the files in {root} were made with {key}={previous.get(key)}, this run "
+                                f"has {key}={value}; rerun with --overwrite to replace them")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def _plan(source: DfaustSource, listed: dict[str, list[int]], shard: tuple[int, int], split_file: str,

@@ -117,7 +117,7 @@ class BrokenDisk:
     """Files opened for writing below `root` fail once `broken()` is true, as on a full or read-only disk.
 
     ENOSPC: the first write reaches the file halfway and then raises, as a filling disk does. EROFS: opening
-    raises. Covers builtins.open (json, csv, PIL, trimesh) and os.fdopen (checkpoints); other paths are untouched.
+    raises. Covers builtins.open (json, csv, PIL, trimesh, checkpoints) and os.fdopen; other paths are untouched.
     """
 
     def __init__(self, monkeypatch, root: Path, code: int, broken=lambda: True):
