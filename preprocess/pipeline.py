@@ -110,37 +110,54 @@ def _record(settings: fmt.Settings, data: DataConfig, listed: dict[str, list[int
     """
     frames = [f"{sequence_id},{frame}\n" for sequence_id in sorted(listed) for frame in sorted(listed[sequence_id])]
     digest = hashlib.sha256("".join(frames).encode()).hexdigest()[:16]
-    return {"format_version": fmt.FORMAT_VERSION, "data.n_stored_points": settings.n_points,
-            "data.image_size": settings.image_size, "data.volume_box_min": list(settings.box_min),
-            "data.volume_box_max": list(settings.box_max), "data.drop_first_frames": data.drop_first_frames,
+    return {"format_version": fmt.FORMAT_VERSION, **_settings_record(settings),
+            "data.drop_first_frames": data.drop_first_frames,
             "split_file_frames": f"{len(frames)} frames, sha256 {digest}"}
 
 
+def _settings_record(settings: fmt.Settings) -> dict:
+    return {"data.n_stored_points": settings.n_points, "data.image_size": settings.image_size,
+            "data.volume_box_min": list(settings.box_min), "data.volume_box_max": list(settings.box_max)}
+
+
 def _check_record(root: Path, record: dict, overwrite: bool) -> None:
-    """Refuse, before any file is touched, to fill `root` with other settings than its RECORD_FILE names (or
-    than its files were made with, when an older version left no record); then write `record` there.
+    """Refuse, before any file is touched, to fill `root` with other settings than its RECORD_FILE names (or,
+    where an earlier version left no record, than its sequence files name); then write `record` there.
 
     With `overwrite` nothing is refused: a sequence file made with other settings or frames is replaced when
     its sequence is processed; files with this run's settings are kept, as on any rerun.
     """
     path = root / RECORD_FILE
     if not overwrite:
-        try:
-            previous = json.loads(path.read_text())
-            if not isinstance(previous, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            previous = None
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {path} ({error}); rerun with --overwrite to replace it") from None
-        if previous is None and any(root.glob(f"*{fmt.SEQUENCE_SUFFIX}")):
-            raise UserError(f"{root} holds preprocessed files but no {RECORD_FILE} naming their settings; rerun "
-                            "with --overwrite to replace those made with other settings")
-        for key, value in record.items():
-            if previous is not None and previous.get(key) != value:
-                raise UserError(f"{path}: the files in {root} were made with {key}={previous.get(key)}, this run "
-                                f"has {key}={value}; rerun with --overwrite to replace them")
+        made_with = {path: _read_record(path)} if path.exists() else _settings_of_files(root)
+        for source, previous in made_with.items():
+            for key, value in record.items():
+                if key in previous and previous[key] != value:
+                    raise UserError(f"{source}: the files in {root} were made with {key}={previous[key]}, this "
+                                    f"run has {key}={value}; rerun with --overwrite to replace them")
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path} ({error}); rerun with --overwrite to replace it") from None
+    return record
+
+
+def _settings_of_files(root: Path) -> dict[Path, dict]:
+    """The settings each readable sequence file in `root` was made with (a damaged one is redone anyway)."""
+    found = {}
+    for sequence_file in sorted(root.glob(f"*{fmt.SEQUENCE_SUFFIX}")):
+        try:
+            with h5py.File(sequence_file, "r") as file:
+                found[sequence_file] = _settings_record(fmt.Settings.from_json(file.attrs["settings"]))
+        except (OSError, KeyError, ValueError):
+            continue
+    return found
 
 
 def _plan(source: DfaustSource, listed: dict[str, list[int]], shard: tuple[int, int], split_file: str,

@@ -419,7 +419,7 @@ def test_overwrite_replaces_the_files_made_with_other_settings(tmp_path):
     assert _run(data, out, data=changed).computed == 0
 
 
-def test_directory_without_a_record_is_refused_and_overwrite_keeps_matching_files(tmp_path):
+def test_directory_without_a_record_is_checked_against_its_files(tmp_path):
     data = small_dataset(tmp_path, n_frames=21)
     out = tmp_path / "out"
     pipeline.run(data["dataset_dir"], out, data["split_file"], SMALL, workers=0, progress=False)
@@ -427,8 +427,9 @@ def test_directory_without_a_record_is_refused_and_overwrite_keeps_matching_file
     (out / pipeline.RECORD_FILE).write_text("[]")
     with pytest.raises(UserError, match=r"cannot read .*preprocess.json \(not a JSON object\).*--overwrite"):
         _run(data, out)
-    (out / pipeline.RECORD_FILE).unlink()  # as an earlier version left it
-    with pytest.raises(UserError, match="holds preprocessed files but no preprocess.json.*--overwrite"):
-        _run(data, out)
-    assert _run(data, out, overwrite=True).computed == 0  # made with these settings: kept
+    (out / pipeline.RECORD_FILE).unlink()  # as an earlier version left it: each file names its settings
+    changed = dataclasses.replace(SMALL, n_stored_points=10_000)
+    with pytest.raises(UserError, match=r"50004_hips.h5: .* data.n_stored_points=20000, this run has "):
+        _run(data, out, data=changed)
+    assert _run(data, out).computed == 0  # made with these settings: kept, and the record written again
     assert files_of(out) == before
