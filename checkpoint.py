@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 
 import torch
 
 import config as config_module
 from models.neural_parts import NeuralParts
+from common.atomic import remove_temporaries, write_atomic
 from common.errors import UserError
 
 CHECKPOINT_VERSION = 1
@@ -32,40 +32,19 @@ RESUME_KEYS = ("optimizer", "rng")  # present in resumable checkpoints only
 
 
 def save_checkpoint(path: str, payload: dict) -> None:
-    """Write `payload` to `path` atomically: a temp file in the same directory, fsync, rename.
-
-    A crash at any moment leaves either the previous file or the new one, never a partial file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        handle, temp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
-    except OSError as error:
-        raise UserError(f"cannot write checkpoint {path}: {error.strerror}; check the output directory") from None
-    try:
-        with os.fdopen(handle, "wb") as file:
+    """Write `payload` to `path` atomically (common/atomic.py): a crash at any moment leaves either the previous
+    file or the new one, never a partial file; a failed write is a one-line UserError."""
+    def write(temporary: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(temporary, "wb") as file:
             torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual file permissions
-        os.replace(temp_path, path)
-    except OSError as error:
-        os.unlink(temp_path)
-        raise UserError(f"cannot write checkpoint {path}: {error.strerror}; "
-                        f"free disk space or choose another --output-dir (earlier checkpoints are intact)") from None
+
+    write_atomic(path, write)
 
 
 def remove_stale_temporaries(directory: str) -> None:
     """Delete temp files that a killed `save_checkpoint` left in `directory` (call before writing there)."""
-    for name in os.listdir(directory):
-        if name.startswith(".tmp-") and name.endswith(".pth"):
-            os.unlink(os.path.join(directory, name))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    remove_temporaries(directory, "*.pth")
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu", resume: bool = False) -> dict:

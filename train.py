@@ -45,7 +45,7 @@ from models.neural_parts import NeuralParts
 from models.placement import cluster_placement
 from checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, remove_stale_temporaries,
                               restore_state, save_checkpoint)
-from common.atomic import write_atomic
+from common.atomic import write_text_atomic
 from common.errors import UserError, run_main
 from evaluation.loop import evaluate_frames, evaluation_dataset, summarise
 from common.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
@@ -427,12 +427,7 @@ def _restore_rng(state: dict) -> None:
 def _write_run_info(run_dir: str, cfg: Config) -> None:
     """run.json: the resolved config (replayable with --config), the code's commit and the command line."""
     info = {"config": config_module.to_dict(cfg), "git_commit": git_commit(), "command": sys.argv}
-
-    def write(path: str) -> None:
-        with open(path, "w") as file:
-            json.dump(info, file, indent=2)
-
-    write_atomic(os.path.join(run_dir, "run.json"), write)
+    write_text_atomic(os.path.join(run_dir, "run.json"), json.dumps(info, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Layout: one HDF5 file per sequence, ``{root}/{sequence_id}.h5`` (sequence_id as in the split file, e.g.
 ``50004_running_on_spot`` even where the raw key carries ``_bugfix``). A file only ever appears under this
-name complete (written as a temporary file, then renamed), so an existing file is a finished file.
+name complete (written as a temporary file, then renamed), so an existing file is a finished file. Beside
+them the writer keeps ``{root}/preprocess.json``, the settings the directory was filled with
+(preprocess/pipeline.py); readers do not need it, each file records its own settings.
 T frames, V vertices, F faces, P = n_points samples per frame, S = image side:
 
     attrs  format_version  int   FORMAT_VERSION

@@ -17,6 +17,7 @@ damped. The output is a deterministic function of the flags (same seed, bit-iden
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
@@ -36,6 +37,7 @@ from data.part_labels import PART_LABELS_FILE, write_part_labels  # noqa: E402
 from preprocess.dfaust_source import REGISTRATION_FILES  # noqa: E402
 from preprocess.synthetic_body import PART_NAMES, Body, build_template, make_body, sample_shape, skin  # noqa: E402
 from preprocess.synthetic_motions import MOTIONS, Pose  # noqa: E402
+from common.atomic import atomic_path  # noqa: E402
 from common.errors import UserError, run_main  # noqa: E402
 
 # DFAUST's ten subjects and their file (gender), alternating so that any prefix mixes both.
@@ -102,42 +104,33 @@ def main() -> int:
 def write_dataset(output: pathlib.Path, faces: np.ndarray, parts: np.ndarray, bodies: dict[int, Body],
                   sequences: list[Sequence], splits: dict[str, str], n_frames: int, seed: int,
                   box: tuple[np.ndarray, np.ndarray]) -> list[str]:
-    """Animate every sequence and write the two hdf5 files, the body-part labels `parts` (V,) and splits.csv
-    into `output`, atomically: each file is written under a temporary name and renamed when all are complete,
-    splits.csv last (its presence marks a finished dataset). Returns the damped sequences as "key xSTRENGTH"
-    lines."""
+    """Animate every sequence and write the two hdf5 files, the body-part labels `parts` (V,) and splits.csv into
+    `output`, atomically (common/atomic.py): each file is written under a temporary name and renamed when all are
+    complete, splits.csv last (its presence marks a finished dataset). Returns the damped sequences as
+    "key xSTRENGTH" lines."""
     damped = []
-    temporary = {gender: output / f".{name}.partial" for gender, name in REGISTRATION_FILE.items()}
-    parts_temporary = output / f".{PART_LABELS_FILE}.partial"
-    splits_temporary = output / ".splits.csv.partial"
-    files: dict[str, h5py.File] = {}
     try:
-        try:
-            for gender, path in temporary.items():
-                files[gender] = file = h5py.File(path, "w")
-                file.create_dataset("faces", data=faces.astype(np.int32))
-                file.attrs["generator"] = f"preprocess/make_synthetic_dfaust.py seed={seed}"
-            for sequence in tqdm(sequences, desc="synthetic sequences", unit="seq", disable=None):
-                rng = np.random.default_rng([seed, sequence.subject, MOTION_ORDER.index(sequence.motion)])
-                vertices, strength = animate(bodies[sequence.subject], sequence.motion, n_frames, rng, *box)
-                if strength < 1.0:
-                    damped.append(f"{sequence.key} x{strength:.2f}")
-                files[sequence.gender].create_dataset(sequence.key, data=vertices.transpose(1, 2, 0))  # (V, 3, T)
-        finally:
-            for file in files.values():
-                file.close()
-        write_part_labels(parts_temporary, parts, PART_NAMES)
-        _write_splits(splits_temporary, sequences, splits, n_frames)
-        (output / "splits.csv").unlink(missing_ok=True)  # an old marker must not vouch for new hdf5 files
-        for gender, path in temporary.items():
-            os.replace(path, output / REGISTRATION_FILE[gender])
-        os.replace(parts_temporary, output / PART_LABELS_FILE)
-        os.replace(splits_temporary, output / "splits.csv")
+        with contextlib.ExitStack() as renames:  # on success renames in reverse order of entry: splits.csv last
+            splits_temporary = renames.enter_context(atomic_path(output / "splits.csv"))
+            parts_temporary = renames.enter_context(atomic_path(output / PART_LABELS_FILE))
+            temporary = {gender: renames.enter_context(atomic_path(output / name))
+                         for gender, name in REGISTRATION_FILE.items()}
+            with contextlib.ExitStack() as closing:
+                files = {gender: closing.enter_context(h5py.File(path, "w")) for gender, path in temporary.items()}
+                for file in files.values():
+                    file.create_dataset("faces", data=faces.astype(np.int32))
+                    file.attrs["generator"] = f"preprocess/make_synthetic_dfaust.py seed={seed}"
+                for sequence in tqdm(sequences, desc="synthetic sequences", unit="seq", disable=None):
+                    rng = np.random.default_rng([seed, sequence.subject, MOTION_ORDER.index(sequence.motion)])
+                    vertices, strength = animate(bodies[sequence.subject], sequence.motion, n_frames, rng, *box)
+                    if strength < 1.0:
+                        damped.append(f"{sequence.key} x{strength:.2f}")
+                    files[sequence.gender].create_dataset(sequence.key, data=vertices.transpose(1, 2, 0))  # (V, 3, T)
+            write_part_labels(parts_temporary, parts, PART_NAMES)
+            _write_splits(splits_temporary, sequences, splits, n_frames)
+            (output / "splits.csv").unlink(missing_ok=True)  # an old marker must not vouch for new hdf5 files
     except OSError as error:
         raise UserError(f"cannot write the synthetic dataset to {output}: {error.strerror or error}") from error
-    finally:
-        for path in (*temporary.values(), parts_temporary, splits_temporary):
-            path.unlink(missing_ok=True)
     return damped
 
 
@@ -245,7 +238,7 @@ def animate(body: Body, motion: str, n_frames: int, rng: np.random.Generator, bo
     return best.astype(np.float32), low
 
 
-def _write_splits(path: pathlib.Path, sequences: list[Sequence], splits: dict[str, str], n_frames: int) -> None:
+def _write_splits(path: str, sequences: list[Sequence], splits: dict[str, str], n_frames: int) -> None:
     """d-faust_splits.csv format: header id,model_id,split; one row per frame, 5-digit zero-padded frame."""
     with open(path, "w", newline="") as file:
         writer = csv.writer(file, lineterminator="\n")

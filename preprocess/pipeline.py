@@ -6,6 +6,8 @@ and writes its frame as a part file; the parent merges a sequence's parts once a
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 import os
 import time
@@ -25,7 +27,10 @@ from data.splits import read_split_file, select_frames
 from preprocess import store
 from preprocess.dfaust_source import DfaustSource, RawSequence, SequenceError
 from preprocess.frames import process_frame
+from common.atomic import write_text_atomic
 from common.errors import UserError
+
+RECORD_FILE = "preprocess.json"  # in the output directory: what its files depend on (see `_check_record`)
 
 
 @dataclass
@@ -55,8 +60,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, workers: int,
-        shard: tuple[int, int] = (0, 1), progress: bool = True) -> Summary:
-    """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard."""
+        shard: tuple[int, int] = (0, 1), progress: bool = True, overwrite: bool = False) -> Summary:
+    """Preprocess every frame the split file lists (frame >= data.drop_first_frames) of this shard.
+
+    An output directory filled with other settings is refused unless `overwrite` (see `_check_record`).
+    """
     started = time.perf_counter()
     settings = fmt.Settings.from_config(data)
     if settings.n_points < 1 or settings.image_size < 1:
@@ -73,6 +81,7 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
     root = _prepare_output(Path(output_dir))
     summary = Summary()
     try:
+        _check_record(root, _record(settings, data, listed), overwrite)
         jobs = _plan(source, listed, shard, split_file, dataset_dir, summary)
         bar = tqdm(total=sum(len(job.frames) for job in jobs), unit="frame", desc="preprocess", disable=not progress,
                    smoothing=0.1)
@@ -91,6 +100,64 @@ def run(dataset_dir: str, output_dir: str, split_file: str, data: DataConfig, wo
         source.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _record(settings: fmt.Settings, data: DataConfig, listed: dict[str, list[int]]) -> dict:
+    """Everything the files of an output directory depend on besides the raw meshes, by config name.
+
+    The listed frames (of all shards) enter as their count and a hash; the split names do not, as the files
+    do not depend on them.
+    """
+    frames = [f"{sequence_id},{frame}\n" for sequence_id in sorted(listed) for frame in sorted(listed[sequence_id])]
+    digest = hashlib.sha256("".join(frames).encode()).hexdigest()[:16]
+    return {"format_version": fmt.FORMAT_VERSION, **_settings_record(settings),
+            "data.drop_first_frames": data.drop_first_frames,
+            "split_file_frames": f"{len(frames)} frames, sha256 {digest}"}
+
+
+def _settings_record(settings: fmt.Settings) -> dict:
+    return {"data.n_stored_points": settings.n_points, "data.image_size": settings.image_size,
+            "data.volume_box_min": list(settings.box_min), "data.volume_box_max": list(settings.box_max)}
+
+
+def _check_record(root: Path, record: dict, overwrite: bool) -> None:
+    """Refuse, before any file is touched, to fill `root` with other settings than its RECORD_FILE names (or,
+    where an earlier version left no record, than its sequence files name); then write `record` there.
+
+    With `overwrite` nothing is refused: a sequence file made with other settings or frames is replaced when
+    its sequence is processed; files with this run's settings are kept, as on any rerun.
+    """
+    path = root / RECORD_FILE
+    if not overwrite:
+        made_with = {path: _read_record(path)} if path.exists() else _settings_of_files(root)
+        for source, previous in made_with.items():
+            for key, value in record.items():
+                if key in previous and previous[key] != value:
+                    raise UserError(f"{source}: the files in {root} were made with {key}={previous[key]}, this "
+                                    f"run has {key}={value}; rerun with --overwrite to replace them")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {path} ({error}); rerun with --overwrite to replace it") from None
+    return record
+
+
+def _settings_of_files(root: Path) -> dict[Path, dict]:
+    """The settings each readable sequence file in `root` was made with (a damaged one is redone anyway)."""
+    found = {}
+    for sequence_file in sorted(root.glob(f"*{fmt.SEQUENCE_SUFFIX}")):
+        try:
+            with h5py.File(sequence_file, "r") as file:
+                found[sequence_file] = _settings_record(fmt.Settings.from_json(file.attrs["settings"]))
+        except (OSError, KeyError, ValueError):
+            continue
+    return found
 
 
 def _plan(source: DfaustSource, listed: dict[str, list[int]], shard: tuple[int, int], split_file: str,

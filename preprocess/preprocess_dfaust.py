@@ -1,12 +1,14 @@
 """Turn the raw D-FAUST registrations into training frames (format: data/format.py).
 
     python3 preprocess/preprocess_dfaust.py [--dataset-dir DIR] [--output-dir DIR] [--split-file CSV]
-        [--workers N] [--shard i/N] [--preset NAME] [--set data.key=value ...]
+        [--workers N] [--shard i/N] [--overwrite] [--preset NAME] [--set data.key=value ...]
 
 For every frame the split file lists (frame >= data.drop_first_frames) and the registrations contain: a
 render of the body from the authors' camera, n_stored_points surface samples with normals, and as many
 volume points in the 1x2x1 box with inside labels. One HDF5 file per sequence. Safe to kill and rerun: it
 resumes where it stopped. `--shard i/N` (0 <= i < N) takes every N-th sequence, so N machines split the work.
+The settings the files depend on are recorded in <output-dir>/preprocess.json; a rerun with other settings
+(points, image size, volume box, listed frames) is refused before anything is written, unless --overwrite.
 Exit status: 0 done, 1 some sequences were skipped (warnings name them), 2 bad input.
 """
 from __future__ import annotations
@@ -36,6 +38,8 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="worker processes; 0 computes in this process (default: all CPU cores)")
     parser.add_argument("--shard", default="0/1", help="i/N: this machine's share of the sequences (default 0/1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files made with other settings than this run's (default: refuse)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +50,8 @@ def main(argv=None) -> int:
         raise UserError(f"--workers {args.workers} must be >= 0")
     warnings.showwarning = _show_warning
     summary = run(args.dataset_dir or cfg.data.dataset_dir, args.output_dir or cfg.data.preprocessed_dir,
-                  args.split_file or cfg.data.split_file, cfg.data, args.workers, parse_shard(args.shard))
+                  args.split_file or cfg.data.split_file, cfg.data, args.workers, parse_shard(args.shard),
+                  overwrite=args.overwrite)
     output_dir = args.output_dir or cfg.data.preprocessed_dir
     rate = summary.computed / summary.seconds if summary.seconds else 0.0
     print(f"{summary.frames} frames of {summary.sequences} sequences preprocessed in {output_dir} "

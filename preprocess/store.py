@@ -4,39 +4,25 @@ While a sequence is in progress, each finished frame is a part file
 ``{root}/{sequence_id}.partial-{tag}/{frame:05d}.npz`` (tag: a hash of the Settings, so parts made with other
 settings are never mixed in). When every frame of the sequence has a part, the parts are merged into
 ``{root}/{sequence_id}.h5`` and the part directory is removed. Every file is written under a temporary name
-and renamed into place, so a part or sequence file that exists is complete. Killed at any moment, a rerun
-keeps the finished parts and files, recomputes the rest and writes the same bytes as an uninterrupted run.
+and renamed into place (common/atomic.py), so a part or sequence file that exists is complete. Killed at any
+moment, a rerun keeps the finished parts and files, recomputes the rest and writes the same bytes as an
+uninterrupted run.
 One run (or shard) per output directory and sequence at a time.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 
+from common.atomic import atomic_path, remove_temporaries
 from data import format as fmt
 
 PART_SUFFIX = ".npz"
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` when the block succeeds, else delete it."""
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        yield temporary
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def part_directory(root: Path, sequence_id: str, settings: fmt.Settings) -> Path:
@@ -47,7 +33,7 @@ def part_directory(root: Path, sequence_id: str, settings: fmt.Settings) -> Path
 def write_part(root: Path, sequence_id: str, settings: fmt.Settings, record: fmt.FrameRecord) -> None:
     directory = part_directory(root, sequence_id, settings)
     directory.mkdir(exist_ok=True)
-    with atomic_file(directory / f"{record.frame:05d}{PART_SUFFIX}") as temporary, open(temporary, "wb") as out:
+    with atomic_path(directory / f"{record.frame:05d}{PART_SUFFIX}") as temporary, open(temporary, "wb") as out:
         np.savez(out, frame=record.frame, vertices=record.vertices,
                  image_png=np.frombuffer(record.image_png, dtype=np.uint8), surface_face=record.surface_face,
                  surface_barycentric=record.surface_barycentric, volume_seed=np.uint64(record.volume_seed),
@@ -93,10 +79,8 @@ def is_finished(root: Path, sequence_id: str, settings: fmt.Settings, frames: li
 
 def remove_leftovers(root: Path, sequence_id: str) -> None:
     """Delete temporary files a killed run left for this sequence (never a finished part or file)."""
-    for path in root.glob(f"{sequence_id}.partial-*/*.tmp-*"):
-        path.unlink(missing_ok=True)
-    for path in root.glob(f"{sequence_id}{fmt.SEQUENCE_SUFFIX}.tmp-*"):
-        path.unlink(missing_ok=True)
+    remove_temporaries(root, f"{sequence_id}.partial-*/*")
+    remove_temporaries(root, f"{sequence_id}{fmt.SEQUENCE_SUFFIX}")
 
 
 def merge_sequence(root: Path, sequence_id: str, source_key: str, faces: np.ndarray, frames: list[int],
@@ -107,7 +91,7 @@ def merge_sequence(root: Path, sequence_id: str, source_key: str, faces: np.ndar
     n_frames, n_vertices, n_points = len(frames), len(first.vertices), settings.n_points
     point_chunk = fmt.point_chunk(n_points)
     path = fmt.sequence_path(root, sequence_id)
-    with atomic_file(path) as temporary:
+    with atomic_path(path) as temporary:
         with h5py.File(temporary, "w") as file:
             file.attrs["format_version"] = fmt.FORMAT_VERSION
             file.attrs["sequence_id"] = sequence_id

@@ -117,7 +117,7 @@ class BrokenDisk:
     """Files opened for writing below `root` fail once `broken()` is true, as on a full or read-only disk.
 
     ENOSPC: the first write reaches the file halfway and then raises, as a filling disk does. EROFS: opening
-    raises. Covers builtins.open (json, csv, PIL, trimesh) and os.fdopen (checkpoints); other paths are untouched.
+    raises. Covers builtins.open (json, csv, PIL, trimesh, checkpoints) and os.fdopen; other paths are untouched.
     """
 
     def __init__(self, monkeypatch, root: Path, code: int, broken=lambda: True):
@@ -218,7 +218,8 @@ def _assert_checkpoints_intact(run_dir: Path) -> int:
     names = {path.name for path in run_dir.iterdir()}
     visible = {name for name in names if name.endswith(".pth") and not name.startswith(".")}
     assert visible <= CHECKPOINTS, visible
-    assert all(name.startswith(".tmp-") for name in names if name.endswith(".pth") and name not in CHECKPOINTS)
+    temporaries = {name for name in names if ".pth" in name} - CHECKPOINTS
+    assert all(name.partition(".tmp-")[0] in CHECKPOINTS for name in temporaries)
     for name in visible:
         assert finite_weights(load_checkpoint(str(run_dir / name)))
     step = load_checkpoint(str(run_dir / "model.pth"))["step"]
@@ -243,8 +244,8 @@ def test_training_killed_between_and_during_checkpoint_writes_resumes_from_the_l
     _kill_when(command, lambda: _logged_steps(tmp_path) >= target, rng.uniform(0.0, 0.3))
     step = after_kill()
     # 2. while a checkpoint is being written: a new temporary file has appeared
-    before = set(tmp_path.glob(".tmp-*"))
-    _kill_when(resume, lambda: bool(set(tmp_path.glob(".tmp-*")) - before))
+    before = set(tmp_path.glob("*.pth.tmp-*"))
+    _kill_when(resume, lambda: bool(set(tmp_path.glob("*.pth.tmp-*")) - before))
     step = after_kill()
     assert step + 2 in computed  # killed inside the write of step + 2
     # 3. at a random moment of the resumed run, once it has rewritten the log (a new file) and logged a few steps
@@ -286,8 +287,8 @@ class Stalling:  # writes the first MiB, then says so and hangs: the parent kill
     def __exit__(self, *exc):
         self.handle.close()
 
-fdopen = os.fdopen
-os.fdopen = lambda *args, **kwargs: Stalling(fdopen(*args, **kwargs))
+import checkpoint
+checkpoint.open = lambda *args, **kwargs: Stalling(open(*args, **kwargs))  # the checkpoint's own open
 payload = {{"format_version": {version}, "model": {{"w": torch.ones(4_000_000)}}, "optimizer": {{}}, "step": 4,
            "best": {{}}, "rng": {{}}, "config": {{}}}}
 save_checkpoint(sys.argv[1], payload)
@@ -306,7 +307,7 @@ def test_checkpoint_write_killed_midway_keeps_the_previous_checkpoint(tmp_path):
     child.wait()
     loaded = load_checkpoint(str(path))
     assert loaded["step"] == 2 and torch.equal(loaded["model"]["w"], previous["model"]["w"])
-    (temp,) = tmp_path.glob(".tmp-*.pth")  # the half-written file keeps a hidden temporary name ...
+    (temp,) = tmp_path.glob("model.pth.tmp-*")  # the half-written file keeps a temporary name ...
     assert temp.stat().st_size > 1 << 20
     with pytest.raises(UserError, match="truncated or corrupt"):  # ... and is never taken for a checkpoint
         load_checkpoint(str(temp))
@@ -322,7 +323,7 @@ def test_failure_between_the_temporary_write_and_the_rename_keeps_the_previous_c
         raise OSError(errno.EIO, os.strerror(errno.EIO), destination)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(UserError, match=f"cannot write checkpoint {path}: Input/output error"):
+    with pytest.raises(UserError, match=f"cannot write {path}: Input/output error"):
         save_checkpoint(str(path), {**payload, "step": 99})
     monkeypatch.undo()
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]
@@ -518,11 +519,11 @@ def test_output_path_below_a_file_is_one_line_for_every_entry_point(tiny_dataset
 def test_training_on_a_disk_that_fills_keeps_the_last_checkpoint(tiny_dataset, tmp_path, monkeypatch, capsys, code):
     BrokenDisk(monkeypatch, tmp_path, code, broken=lambda: (tmp_path / "model.pth").exists())
     argv = train_args(tiny_dataset, tmp_path, 6, "train.log_every=100")
-    assert_one_line_error(*run_entry(train.main, argv, capsys), f"cannot write checkpoint {tmp_path / 'model.pth'}",
+    assert_one_line_error(*run_entry(train.main, argv, capsys), f"cannot write {tmp_path / 'model.pth'}",
                           os.strerror(code), "--output-dir")
     monkeypatch.undo()
     assert load_checkpoint(str(tmp_path / "model.pth"))["step"] == 2
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob("*.tmp-*"))
 
 
 def test_training_on_a_full_disk_keeps_the_files_already_there(tiny_dataset, tmp_path, monkeypatch, capsys):
@@ -631,7 +632,7 @@ def test_a_non_finite_model_is_never_checkpointed(tiny_dataset, tmp_path, monkey
     assert_one_line_error(status, stderr, f"model weights became non-finite; {tmp_path / 'model.pth'} was not written")
     payload = load_checkpoint(str(tmp_path / "model.pth"))
     assert payload["step"] == 2 and finite_weights(payload)
-    assert not list(tmp_path.glob(".tmp-*")) and not (tmp_path / "best_model.pth").exists()
+    assert not list(tmp_path.glob("*.tmp-*")) and not (tmp_path / "best_model.pth").exists()
 
 
 def test_coupling_scales_stay_within_s_bound_for_extreme_inputs(monkeypatch):
@@ -684,7 +685,7 @@ def test_empty_dataset_dir_and_infinite_vertices(tmp_path):
 
 def test_stale_checkpoint_temporaries_are_removed_and_checkpoints_get_usual_permissions(tmp_path):
     from checkpoint import remove_stale_temporaries, save_checkpoint
-    (tmp_path / ".tmp-abc.pth").write_bytes(b"half a checkpoint")
+    (tmp_path / "model.pth.tmp-123").write_bytes(b"half a checkpoint")
     (tmp_path / "keep.txt").write_text("not ours")
     remove_stale_temporaries(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

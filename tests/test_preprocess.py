@@ -5,6 +5,7 @@ worker processes go through the script in a subprocess.
 """
 import dataclasses
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -216,7 +217,8 @@ def test_shards_cover_every_sequence_once(tmp_path):
         pipeline.run(tmp_path / "raw", tmp_path / "sharded", split, SMALL, workers=0, shard=(index, 2),
                      progress=False)
         if index == 0:
-            assert sorted(files_of(tmp_path / "sharded")) == ["50002_hips.h5", "50002_punching.h5"]
+            assert sorted(files_of(tmp_path / "sharded")) == ["50002_hips.h5", "50002_punching.h5",
+                                                              pipeline.RECORD_FILE]
     assert files_of(tmp_path / "sharded") == files_of(tmp_path / "whole")
     with pytest.raises(UserError, match="--shard"):
         pipeline.parse_shard("2/2")
@@ -364,7 +366,7 @@ def test_bad_sequences_are_skipped_and_the_rest_is_written(tmp_path):
                      "50002_knees: 641 vertices, but the faces index 642",
                      "50002_punching: frame 20 has NaN", "50002_shake_arms: frame 20 is a degenerate mesh"]:
         assert expected in result.stderr
-    assert sorted(files_of(tmp_path / "out")) == ["50002_hips.h5"]
+    assert sorted(files_of(tmp_path / "out")) == ["50002_hips.h5", pipeline.RECORD_FILE]
     with SequenceReader(tmp_path / "out" / "50002_hips.h5") as reader:
         assert reader.frames.tolist() == [20]
     assert subprocess.run(command[:2] + ["--dataset-dir", str(tmp_path / "nowhere")], cwd=REPO,
@@ -376,9 +378,58 @@ def test_settings_are_recorded(tmp_path):
     pipeline.run(data["dataset_dir"], tmp_path / "out", data["split_file"], SMALL, workers=0, progress=False)
     with SequenceReader(tmp_path / "out" / "50004_hips.h5") as reader:
         assert reader.settings == fmt.Settings.from_config(SMALL)
+    record = json.loads((tmp_path / "out" / pipeline.RECORD_FILE).read_text())
+    assert record["data.n_stored_points"] == 20_000 and record["data.volume_box_max"] == list(BOX_MAX)
+    assert record["split_file_frames"].startswith("2 frames, sha256 ")  # frames 20 of both listed sequences
+
+
+def test_rerun_with_other_settings_is_refused_before_any_file_changes(tmp_path):
+    data = small_dataset(tmp_path, n_frames=22)
+    out = tmp_path / "out"
+    pipeline.run(data["dataset_dir"], out, data["split_file"], SMALL, workers=0, progress=False)
+    before = files_of(out)
+    result = subprocess.run(_script(data, out, "--workers", "0", "--set", "data.n_stored_points=10000"), cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == (f"error: {out / pipeline.RECORD_FILE}: the files in {out} were made with "
+                             "data.n_stored_points=20000, this run has data.n_stored_points=10000; rerun with "
+                             "--overwrite to replace them\n")
+    other_split = write_split(tmp_path / "other.csv", [("50004_hips", 21, "train")])
+    changes = [(dict(data=dataclasses.replace(SMALL, image_size=128)), "data.image_size=224, .* data.image_size=128"),
+               (dict(data=dataclasses.replace(SMALL, volume_box_min=(-0.5, -0.7, -0.5))), "data.volume_box_min="),
+               (dict(data=dataclasses.replace(SMALL, drop_first_frames=21)), "data.drop_first_frames=20, .*=21"),
+               (dict(split_file=other_split), "split_file_frames=4 frames, sha256 .*=1 frames, sha256 ")]
+    for change, message in changes:
+        with pytest.raises(UserError, match=message):
+            _run(data, out, **change)
+    assert files_of(out) == before
+    assert _run(data, out).computed == 0  # the same settings resume: nothing to do
+
+
+def test_overwrite_replaces_the_files_made_with_other_settings(tmp_path):
+    data = small_dataset(tmp_path, n_frames=21)
+    out = tmp_path / "out"
+    pipeline.run(data["dataset_dir"], out, data["split_file"], SMALL, workers=0, progress=False)
     changed = dataclasses.replace(SMALL, n_stored_points=10_000)
-    summary = pipeline.run(data["dataset_dir"], tmp_path / "out", data["split_file"], changed, workers=0,
-                           progress=False)
+    summary = _run(data, out, data=changed, overwrite=True)
     assert summary.computed == 2  # other settings: rebuilt, not reused
-    with SequenceReader(tmp_path / "out" / "50004_hips.h5") as reader:
+    with SequenceReader(out / "50004_hips.h5") as reader:
         assert reader.settings.n_points == 10_000
+    assert json.loads((out / pipeline.RECORD_FILE).read_text())["data.n_stored_points"] == 10_000
+    assert _run(data, out, data=changed).computed == 0
+
+
+def test_directory_without_a_record_is_checked_against_its_files(tmp_path):
+    data = small_dataset(tmp_path, n_frames=21)
+    out = tmp_path / "out"
+    pipeline.run(data["dataset_dir"], out, data["split_file"], SMALL, workers=0, progress=False)
+    before = files_of(out)
+    (out / pipeline.RECORD_FILE).write_text("[]")
+    with pytest.raises(UserError, match=r"cannot read .*preprocess.json \(not a JSON object\).*--overwrite"):
+        _run(data, out)
+    (out / pipeline.RECORD_FILE).unlink()  # as an earlier version left it: each file names its settings
+    changed = dataclasses.replace(SMALL, n_stored_points=10_000)
+    with pytest.raises(UserError, match=r"50004_hips.h5: .* data.n_stored_points=20000, this run has "):
+        _run(data, out, data=changed)
+    assert _run(data, out).computed == 0  # made with these settings: kept, and the record written again
+    assert files_of(out) == before

@@ -24,6 +24,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import config  # noqa: E402
+from common.atomic import write_text_atomic  # noqa: E402
 from common.errors import UserError, run_main  # noqa: E402
 from data.splits import read_split_file, select_frames  # noqa: E402
 
@@ -74,8 +75,7 @@ def main() -> int:
                   "--gif", gif_sequence, "--gif-stride", str(gif_stride)], False, timings)
 
     timings["total"] = round(time.perf_counter() - started, 1)
-    with open(demo / "timings.json", "w") as file:
-        json.dump(timings, file, indent=2)
+    write_text_atomic(demo / "timings.json", json.dumps(timings, indent=2))
     summary = json.loads((demo / "test" / "summary.json").read_text())
     print(f"\nDemo finished in {timings['total']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())})")
     print(f"held-out test sequences: IoU {summary['iou']:.3f}, Chamfer-L1 {summary['chamfer_l1']:.4f} "

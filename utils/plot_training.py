@@ -17,6 +17,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common.atomic import write_atomic  # noqa: E402
 from common.errors import UserError, run_main  # noqa: E402
 from utils.training_log import COLUMNS  # noqa: E402
 
@@ -51,7 +52,7 @@ def plot(series: dict[str, list[tuple[int, float]]], output: str) -> None:
             axis.set_yscale("log")
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(output, dpi=100)
+    write_atomic(output, lambda temporary: figure.savefig(temporary, dpi=100, format="png"))
     plt.close(figure)
 
 

@@ -5,6 +5,8 @@ import csv
 import math
 import os
 
+from common.atomic import write_atomic
+
 COLUMNS = ("step", "loss", "reconstruction", "occupancy", "normal", "coverage", "overlap", "train_iou",
            "val_iou", "val_chamfer_l1", "seconds_per_step")
 
@@ -33,12 +35,13 @@ class TrainingLog:
                     self.tensorboard.add_scalar(key, value, row["step"])
 
     def _rewrite(self, rows: list[dict]) -> None:
-        temp = self.path + ".tmp"
-        with open(temp, "w", newline="") as file:
-            writer = csv.DictWriter(file, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temp, self.path)
+        def write(temporary: str) -> None:
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, COLUMNS)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_atomic(self.path, write)
 
 
 def _fmt(value):
