@@ -51,7 +51,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, write)
 
 
-def remove_temporaries(directory: str | os.PathLike, pattern: str = "*") -> None:
+def remove_temporaries(directory: str | os.PathLike, pattern: str) -> None:
     """Delete the temporary files that killed writers left for the files matching `pattern` (a glob relative to
     `directory`, e.g. "*.pth"); call it before writing there again."""
     for temporary in Path(directory).glob(f"{pattern}{TEMPORARY_MARK}*"):

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from common.errors import UserError
 from config import DataConfig, EvalConfig
 from data.dataset import FrameDataset
 from evaluation.metrics import chamfer_metrics, sample_union_surface, weighted_iou
@@ -39,6 +40,8 @@ def evaluation_dataset(root: str, split_file: str, splits: tuple[str, ...], data
 def evaluate_frames(model: NeuralParts, dataset: FrameDataset, cfg: EvalConfig, device: torch.device,
                     max_frames: int = 0, progress: bool = True, num_workers: int = 0) -> Iterator[dict]:
     """Yield one record per frame: sequence, frame, and METRIC_NAMES. The model is put in eval mode."""
+    if cfg.n_sphere_vertices < 1:
+        raise UserError(f"eval.n_sphere_vertices={cfg.n_sphere_vertices} must be >= 1")
     model.eval()
     n_frames = len(dataset) if max_frames <= 0 else min(max_frames, len(dataset))
     indices = np.linspace(0, len(dataset) - 1, n_frames).round().astype(int) if n_frames else []

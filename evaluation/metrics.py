@@ -14,7 +14,6 @@ import torch
 import trimesh
 from pykdtree.kdtree import KDTree
 
-from common.errors import UserError
 
 TARGET_LEAF_SIZE = 64  # points per leaf of the target (100k-point) tree
 
@@ -104,10 +103,10 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     target_points = _as_cloud(target_points, "target_points")
     target_normals = _as_cloud(target_normals, "target_normals")
     if len(pred_normals) != len(pred_points) or len(target_normals) != len(target_points):
-        raise UserError(f"chamfer_metrics: {len(pred_points)} predicted / {len(target_points)} target points but "
+        raise ValueError(f"chamfer_metrics: {len(pred_points)} predicted / {len(target_points)} target points but "
                         f"{len(pred_normals)} / {len(target_normals)} normals; pass one normal per point")
     if len(target_points) == 0:
-        raise UserError("chamfer_metrics: the target point cloud is empty; re-run preprocessing for this frame")
+        raise ValueError("chamfer_metrics: the target point cloud is empty")
     if len(pred_points) == 0:
         return dict(EMPTY_PREDICTION_METRICS)
     pred_normals, target_normals = _unit(pred_normals), _unit(target_normals)
@@ -157,5 +156,5 @@ def _unit(normals: np.ndarray) -> np.ndarray:
 def _as_cloud(values: np.ndarray, name: str) -> np.ndarray:
     array = np.ascontiguousarray(values, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != 3:
-        raise UserError(f"chamfer_metrics: {name} has shape {array.shape}; expected (N, 3)")
+        raise ValueError(f"chamfer_metrics: {name} has shape {array.shape}; expected (N, 3)")
     return array

@@ -11,7 +11,6 @@ from torch import nn
 from torchvision.models import resnet18
 
 from config import ModelConfig
-from common.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,6 +82,6 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if (images.dim() != 4 or images.shape[1] != 3 or min(images.shape[2:]) < MIN_IMAGE_SIDE
                 or not images.is_floating_point()):
-            raise UserError(f"images must be float (B, 3, H, W) with H, W >= {MIN_IMAGE_SIDE} in [0, 1]; "
+            raise ValueError(f"images must be float (B, 3, H, W) with H, W >= {MIN_IMAGE_SIDE} in [0, 1]; "
                             f"got {images.dtype} {tuple(images.shape)}")
         return self.network((images - self.mean) / self.std)

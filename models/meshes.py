@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import trimesh
 
-from common.errors import UserError
 
 
 def uv_sphere(min_vertices: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -18,7 +17,7 @@ def uv_sphere(min_vertices: int, radius: float) -> tuple[np.ndarray, np.ndarray]
     Returns vertices (V, 3) float64 of norm `radius` and faces (F, 3) int64, V = (parallels - 1) * meridians + 2.
     """
     if min_vertices < 1:
-        raise UserError(f"a UV sphere needs min_vertices >= 1; got {min_vertices}")
+        raise ValueError(f"a UV sphere needs min_vertices >= 1; got {min_vertices}")
     parallels = math.ceil(math.sqrt(min_vertices / 2)) + 2
     meridians = 2 * parallels
     polar = np.pi * np.arange(1, parallels) / parallels  # (parallels - 1,) angle from +y
@@ -46,7 +45,7 @@ def primitive_meshes(model, C: torch.Tensor, min_vertices: int) -> list[trimesh.
     C: (1, M, 512) conditioning of that item. Every primitive shares the UV sphere's faces.
     """
     if C.dim() != 3 or C.shape[0] != 1:
-        raise UserError(f"primitive_meshes takes the conditioning of one item, (1, M, D); got {tuple(C.shape)}")
+        raise ValueError(f"primitive_meshes takes the conditioning of one item, (1, M, D); got {tuple(C.shape)}")
     vertices, faces = uv_sphere(min_vertices, model.cfg.sphere_radius)
     M = C.shape[1]
     sphere = torch.as_tensor(vertices, dtype=C.dtype, device=C.device)  # (V, 3)
@@ -62,7 +61,7 @@ def union_mesh(meshes: list[trimesh.Trimesh]) -> trimesh.Trimesh:
         solid = manifold3d.Manifold(manifold3d.Mesh(vert_properties=np.ascontiguousarray(mesh.vertices, np.float32),
                                                     tri_verts=np.ascontiguousarray(mesh.faces, np.uint32)))
         if solid.status() != manifold3d.Error.NoError:
-            raise UserError(f"a primitive mesh is not a closed 2-manifold ({solid.status().name}); cannot build the union")
+            raise ValueError(f"a primitive mesh is not a closed 2-manifold ({solid.status().name}); cannot build the union")
         solids.append(solid)
     if not solids:
         return trimesh.Trimesh()

@@ -20,7 +20,6 @@ from models.feature_extractor import ImageEncoder
 from models.geometry import euclidean_implicit, sample_sphere_points
 from models.inn import Conditioning, ConditionalNVP
 from models.prediction import Prediction
-from common.errors import UserError
 
 # (point, primitive) rows per block of gradient-free work: cache-sized on the CPU; on a GPU only a memory bound.
 BLOCK_ROWS = {"cpu": 2048, "cuda": 1 << 18}
@@ -118,4 +117,4 @@ def _check_points(name: str, points: torch.Tensor, C: torch.Tensor, per_primitiv
     expected = f"({B}, N, {M}, 3)" if per_primitive else f"({B}, N, 3)"
     shape_ok = points.dim() == (4 if per_primitive else 3) and points.shape[0] == B and points.shape[-1] == 3
     if not shape_ok or (per_primitive and points.shape[2] != M) or not points.is_floating_point():
-        raise UserError(f"{name} must be a float tensor of shape {expected}; got {points.dtype} {tuple(points.shape)}")
+        raise ValueError(f"{name} must be a float tensor of shape {expected}; got {points.dtype} {tuple(points.shape)}")

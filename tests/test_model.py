@@ -8,7 +8,6 @@ from models.feature_extractor import FrozenBatchNorm2d
 from models.geometry import euclidean_implicit, sample_sphere_points
 from models.neural_parts import NeuralParts
 from models.prediction import Prediction
-from common.errors import UserError
 
 B, M, S, NV, NS = 2, 3, 16, 40, 30
 
@@ -172,17 +171,17 @@ def test_batchnorm_can_stay_unfrozen():
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 16, 64), (1, 1, 64, 64), (3, 64, 64)])
-def test_wrong_image_shape_is_a_user_error(shape):
-    with pytest.raises(UserError, match="images must be"):
+def test_wrong_image_shape_is_an_internal_error(shape):
+    with pytest.raises(ValueError, match="images must be"):
         make_model().conditioning(torch.rand(shape))
 
 
-def test_wrong_point_shape_is_a_user_error():
+def test_wrong_point_shape_is_an_internal_error():
     model = make_model()
     images, volume, surface = batch()
-    with pytest.raises(UserError, match="volume_points"):
+    with pytest.raises(ValueError, match="volume_points"):
         model(images, volume[..., :2], surface)
-    with pytest.raises(UserError, match="sphere_points"):
+    with pytest.raises(ValueError, match="sphere_points"):
         model.phi(torch.rand(B, 5, M + 1, 3), model.conditioning(images))
 
 

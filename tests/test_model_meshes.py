@@ -4,7 +4,9 @@ import pytest
 import torch
 import trimesh
 
-from config import ModelConfig
+from common.errors import UserError
+from config import EvalConfig, ModelConfig
+from evaluation.loop import evaluate_frames
 from models.meshes import primitive_meshes, union_mesh, uv_sphere
 from models.neural_parts import NeuralParts
 
@@ -22,6 +24,13 @@ def test_uv_sphere_is_a_closed_outward_sphere_with_poles_on_y():
     assert np.allclose(np.linalg.norm(v, axis=1), 0.25)
     assert np.allclose(v[0], [0, 0.25, 0]) and np.allclose(v[-1], [0, -0.25, 0])
     assert 0.95 * (4 / 3 * np.pi * 0.25 ** 3) < mesh.volume < 4 / 3 * np.pi * 0.25 ** 3
+
+
+def test_sphere_vertex_count_below_one_is_refused():
+    with pytest.raises(ValueError, match="min_vertices >= 1"):  # a caller's bug inside the package
+        uv_sphere(0, 0.25)
+    with pytest.raises(UserError, match="eval.n_sphere_vertices=0 must be >= 1"):  # the config value, before any work
+        next(evaluate_frames(None, None, EvalConfig(n_sphere_vertices=0), torch.device("cpu")))
 
 
 def test_primitive_meshes_and_union_are_watertight():

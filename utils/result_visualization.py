@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     args = parse_arguments(argv)
     device = torch.device("cpu")
     model, cfg = load_model(args.checkpoint, device)
+    if cfg.eval.n_export_vertices < 1:
+        raise UserError(f"{args.checkpoint} has eval.n_export_vertices={cfg.eval.n_export_vertices}; it must be >= 1")
     root = args.data_dir or cfg.data.preprocessed_dir
     split_file = args.split_file or cfg.data.split_file
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "result")
