@@ -62,14 +62,13 @@ def owner_counts(owners: np.ndarray, M: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def vertex_owners(model: NeuralParts, images: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
-    """The owner of every ground-truth vertex: argmin_m g_m(v). images (B, 3, H, W) in [0, 1], vertices (B, V, 3)
-    metres, on the model's device -> (B, V) int64.
+def vertex_owners(model: NeuralParts, C: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """The owner of every ground-truth vertex: argmin_m g_m(v). C (B, M, 512) the conditioning of B images
+    (`NeuralParts.conditioning`), vertices (B, V, 3) metres, on the model's device -> (B, V) int64.
 
     Without gradients, `NeuralParts.implicit` evaluates the (vertex, primitive) pairs in blocks, so a whole mesh
     (SMPL: 6,890 vertices) goes in at once.
     """
-    C = model.conditioning(images)  # (B, M, 512)
     return model.implicit(vertices, C).argmin(-1)  # (B, V)
 
 
@@ -188,7 +187,9 @@ def evaluate_part_consistency(model: NeuralParts, dataset: FrameDataset, frames:
             same = [k for k, (vertices, _) in enumerate(meshes) if len(vertices) == count]
             images = torch.stack([dataset.image(chunk[k]) for k in same]).to(device)  # (b, 3, S, S)
             vertices = torch.from_numpy(np.stack([meshes[k][0] for k in same])).to(device)  # (b, V, 3)
-            for k, row in zip(same, vertex_owners(model, images, vertices).cpu().numpy()):
+            with torch.no_grad():
+                C = model.conditioning(images)  # (b, M, 512)
+            for k, row in zip(same, vertex_owners(model, C, vertices).cpu().numpy()):
                 chunk_owners[k] = row.astype(dtype)
         owners += [chunk_owners[k] for k in range(len(chunk))]
         faces += [triangles for _, triangles in meshes]
