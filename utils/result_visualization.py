@@ -167,7 +167,7 @@ def gif_frame(model, image: torch.Tensor, render: np.ndarray, vertices: np.ndarr
     with torch.no_grad():
         C = model.conditioning(image[None])  # (1, M, 512)
         meshes = primitive_meshes(model, C, n_vertices)
-        owners = vertex_owners(model, image[None], torch.from_numpy(vertices)[None])[0].numpy()  # (V,)
+        owners = vertex_owners(model, C, torch.from_numpy(vertices)[None])[0].numpy()  # (V,)
     face_owner = majority_owner(owners[faces])  # (F,)
     parts = [(m, np.flatnonzero(face_owner == m)) for m in range(len(meshes))]
     ground_truth = [trimesh.Trimesh(vertices, faces[chosen], process=False) for _, chosen in parts if len(chosen)]
