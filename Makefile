@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make demo` (the whole pipeline on the embedded synthetic dataset)
-# and `make test` (the pytest suite). Both create .venv in the repo root and install requirements.txt.
+# and `make test` (the pytest suite). Both create .venv in the repo root, install requirements.txt, and install
+# this repository in editable mode (pyproject.toml), so every script imports its packages from any directory.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,11 +20,13 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt >$(VENV)/pip.log 2>&1 \
 	  || { grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1; }
-	$(PY) -c "import torch, torchvision, trimesh, h5py, pyrender, igl, manifold3d" 
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . >>$(VENV)/pip.log 2>&1 \
+	  || { grep -v '^WARNING: Location' $(VENV)/pip.log; exit 1; }
+	$(PY) -c "import torch, torchvision, trimesh, h5py, pyrender, igl, manifold3d, config, evaluation"
 	touch $(STAMP)
 
 test: install
@@ -33,9 +36,9 @@ demo: install
 	$(PY) utils/demo.py
 
 bench: install
-	$(PY) bench/preprocess.py
+	$(PY) bench/preprocessing.py
 	$(PY) bench/model.py
-	$(PY) bench/losses.py
+	$(PY) bench/loss_terms.py
 	$(PY) bench/train_step.py
 
 clean-demo:

@@ -23,20 +23,17 @@ barely moves; with more threads CPU time would also count the threads' spin-wait
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from config import ModelConfig  # noqa: E402
-from models.geometry import euclidean_implicit, sample_sphere_points  # noqa: E402
-from models.neural_parts import NeuralParts  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
+from config import ModelConfig
+from models.geometry import euclidean_implicit, sample_sphere_points
+from models.neural_parts import NeuralParts
+from common.errors import UserError, run_main
 
 NV, NS, S, M, IMAGE = 5000, 1500, 200, 6, 224
 INN_PARTS = ("phi", "implicit", "normal")

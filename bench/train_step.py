@@ -13,21 +13,19 @@ The authors' code takes 5.44 s/step at its default setting on this machine kind 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import resource
 import statistics
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import config  # noqa: E402
-from losses import TERMS, normal_consistency_loss, total_loss  # noqa: E402
-from evaluation.metrics import weighted_iou  # noqa: E402
-from losses.targets import Targets  # noqa: E402
-from models.neural_parts import NeuralParts  # noqa: E402
+import config
+from losses import TERMS, normal_consistency_loss, total_loss
+from evaluation.metrics import weighted_iou
+from losses.targets import Targets
+from models.neural_parts import NeuralParts
 
 AUTHORS_S_PER_STEP = 5.44  # B=1, M=6, 5,000 / 1,500 / 200, fp32, this machine kind
 BODY_CENTRE, BODY_RADII = torch.tensor([0.0, 0.3, 0.0]), torch.tensor([0.2, 0.85, 0.12])

@@ -110,7 +110,7 @@ def chamfer_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, target_po
     if len(pred_points) == 0:
         return dict(EMPTY_PREDICTION_METRICS)
     pred_normals, target_normals = _unit(pred_normals), _unit(target_normals)
-    # Leaf sizes measured with bench/losses.py: a coarser target tree builds faster and costs the 10k queries little.
+    # Leaf sizes measured with bench/loss_terms.py: a coarser target tree builds faster and costs the 10k queries little.
     target_tree = KDTree(target_points, leafsize=TARGET_LEAF_SIZE)
     accuracy, accuracy_cos = _nearest(pred_points, pred_normals, target_tree, target_normals)
     completeness, completeness_cos = _nearest(target_points, target_normals, KDTree(pred_points), pred_normals)

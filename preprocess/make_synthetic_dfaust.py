@@ -22,23 +22,21 @@ import csv
 import math
 import os
 import pathlib
-import sys
 import time
 from dataclasses import dataclass
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import h5py
+import numpy as np
+from tqdm import tqdm
 
-from config import DataConfig  # noqa: E402
-from data.part_labels import PART_LABELS_FILE, write_part_labels  # noqa: E402
-from preprocess.dfaust_source import REGISTRATION_FILES  # noqa: E402
-from preprocess.synthetic_body import PART_NAMES, Body, build_template, make_body, sample_shape, skin  # noqa: E402
-from preprocess.synthetic_motions import MOTIONS, Pose  # noqa: E402
-from common.atomic import atomic_path  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
+from config import DataConfig
+from data.part_labels import PART_LABELS_FILE, write_part_labels
+from preprocess.dfaust_source import REGISTRATION_FILES
+from preprocess.synthetic_body import PART_NAMES, Body, build_template, make_body, sample_shape, skin
+from preprocess.synthetic_motions import MOTIONS, Pose
+from common.atomic import atomic_path
+from common.errors import UserError, run_main
 
 # DFAUST's ten subjects and their file (gender), alternating so that any prefix mixes both.
 SUBJECTS = ((50002, "m"), (50004, "f"), (50007, "m"), (50020, "f"), (50009, "m"),

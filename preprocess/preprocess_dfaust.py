@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import sys
 import warnings
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from config import add_config_arguments, config_from_arguments  # noqa: E402
-from preprocess.frames import STAGES  # noqa: E402
-from preprocess.pipeline import parse_shard, run  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
+from config import add_config_arguments, config_from_arguments
+from preprocess.frames import STAGES
+from preprocess.pipeline import parse_shard, run
+from common.errors import UserError, run_main
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:

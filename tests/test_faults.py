@@ -266,7 +266,6 @@ def test_training_killed_between_and_during_checkpoint_writes_resumes_from_the_l
 
 CHILD_WRITER = """
 import os, sys, time
-sys.path.insert(0, {repo!r})
 import torch
 from checkpoint import save_checkpoint
 

@@ -21,12 +21,11 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import config  # noqa: E402
-from common.atomic import write_text_atomic  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
-from data.splits import read_split_file, select_frames  # noqa: E402
+import config
+from common.atomic import write_text_atomic
+from common.errors import UserError, run_main
+from data.splits import read_split_file, select_frames
 
 DEMO = "runs/demo"
 GIF_MAX_FRAMES = 30  # the demo's GIF shows every k-th frame of its sequence, k as small as keeps it within this

@@ -7,19 +7,16 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from common.atomic import write_atomic  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
-from utils.training_log import COLUMNS  # noqa: E402
+from common.atomic import write_atomic
+from common.errors import UserError, run_main
+from utils.training_log import COLUMNS
 
 
 def read_log(run_dir: str) -> dict[str, list[tuple[int, float]]]:

@@ -20,26 +20,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import trimesh  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+from tqdm import tqdm
 
-from data import format as fmt  # noqa: E402
-from data.dataset import FrameDataset  # noqa: E402
-from data.preprocessed import Frame, SequenceReader, read_frame  # noqa: E402
-from evaluation.part_consistency import vertex_owners  # noqa: E402
-from models.meshes import primitive_meshes, union_mesh  # noqa: E402
-from checkpoint import load_model  # noqa: E402
-from common.errors import UserError, run_main  # noqa: E402
-from common.atomic import write_atomic  # noqa: E402
-from rendering.renderer import render_meshes  # noqa: E402
+from data import format as fmt
+from data.dataset import FrameDataset
+from data.preprocessed import Frame, SequenceReader, read_frame
+from evaluation.part_consistency import vertex_owners
+from models.meshes import primitive_meshes, union_mesh
+from checkpoint import load_model
+from common.errors import UserError, run_main
+from common.atomic import write_atomic
+from rendering.renderer import render_meshes
 
 # Ten well separated colours (RGB in [0, 1]); primitive m gets PALETTE[m % 10].
 PALETTE = np.array([[0.90, 0.30, 0.25], [0.25, 0.55, 0.90], [0.35, 0.75, 0.35], [0.95, 0.70, 0.20],

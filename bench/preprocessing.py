@@ -1,6 +1,6 @@
 """Preprocessing throughput and storage size, on a synthetic D-FAUST made by preprocess/make_synthetic_dfaust.py.
 
-    python3 bench/preprocess.py [--workers 2] [--subjects 2] [--sequences 2] [--frames 30] [--keep DIR]
+    python3 bench/preprocessing.py [--workers 2] [--subjects 2] [--sequences 2] [--frames 30] [--keep DIR]
 
 Prints frames/s, seconds per stage, bytes per frame beside the seed project's layout for the same frame
 (float64 surface .npy + float32 points/occupancies .npz + PNG), the time to read one training item, and last
@@ -16,18 +16,17 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
+import h5py
+import numpy as np
 
-from config import DataConfig  # noqa: E402
-from data import format as fmt  # noqa: E402
-from data.dataset import FrameDataset  # noqa: E402
-from data.preprocessed import read_frame  # noqa: E402
-from preprocess.frames import STAGES  # noqa: E402
-from preprocess.pipeline import run  # noqa: E402
-from common.errors import run_main  # noqa: E402
+from config import DataConfig
+from data import format as fmt
+from data.dataset import FrameDataset
+from data.preprocessed import read_frame
+from preprocess.frames import STAGES
+from preprocess.pipeline import run
+from common.errors import run_main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

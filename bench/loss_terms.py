@@ -1,6 +1,6 @@
 """Cost of the loss arithmetic and of the Chamfer metric on the CPU, at the authors' D-FAUST sizes.
 
-    python3 bench/losses.py [--batch 4] [--repeats 7] [--threads 2]
+    python3 bench/loss_terms.py [--batch 4] [--repeats 7] [--threads 2]
 
 The losses get random predictions of the contract's shapes (B, M = 6, Nv = 5000, Ns = 1500, S = 200) as leaf
 tensors, so only the loss arithmetic (distances, reductions, BCE, forward + backward) is timed, not the INN that
@@ -14,27 +14,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import statistics
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import trimesh  # noqa: E402
-from pykdtree.kdtree import KDTree  # noqa: E402
+import numpy as np
+import torch
+import trimesh
+from pykdtree.kdtree import KDTree
 
-import config  # noqa: E402
-from bench.train_step import random_batch, timed_step  # noqa: E402
-from config import Config  # noqa: E402
-from losses import TERMS, total_loss  # noqa: E402
-from evaluation.metrics import chamfer_metrics, sample_union_surface  # noqa: E402
-from losses.targets import Targets  # noqa: E402
-from models.neural_parts import NeuralParts  # noqa: E402
-from models.prediction import Prediction  # noqa: E402
-from common.errors import run_main  # noqa: E402
+import config
+from train_step import random_batch, timed_step  # bench/train_step.py, beside this script
+from config import Config
+from losses import TERMS, total_loss
+from evaluation.metrics import chamfer_metrics, sample_union_surface
+from losses.targets import Targets
+from models.neural_parts import NeuralParts
+from models.prediction import Prediction
+from common.errors import run_main
 
 
 def make_batch(B: int, M: int, Nv: int, Ns: int, S: int, gen: torch.Generator) -> tuple[Prediction, Targets]:
