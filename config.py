@@ -235,6 +235,8 @@ def validate(cfg: Config) -> Config:
         ("loss.coverage_k", l.coverage_k, l.coverage_k >= 1, "must be >= 1"),
         ("eval.batch_size", e.batch_size, e.batch_size >= 1, "must be >= 1"),
         ("eval.n_chamfer_points", e.n_chamfer_points, e.n_chamfer_points >= 1, "must be >= 1"),
+        ("eval.n_sphere_vertices", e.n_sphere_vertices, e.n_sphere_vertices >= 1, "must be >= 1"),
+        ("eval.n_export_vertices", e.n_export_vertices, e.n_export_vertices >= 1, "must be >= 1"),
     ]
     checks += [(f"loss.{name}", getattr(l, name), getattr(l, name) >= 0, "must be >= 0")
                for name in ("w_reconstruction", "w_occupancy", "w_normal", "w_coverage", "w_overlap")]

@@ -83,10 +83,14 @@ def test_config_replays_a_recorded_run_then_applies_set(tmp_path):
         train._resolve_config(train.parse_arguments(["--config", str(tmp_path / "broken.json")]), None)
 
 
-def test_test_py_refuses_an_override_the_checkpoint_fixes(tmp_path):
-    result = run_script("test.py", str(tmp_path / "model.pth"), "--set", "model.n_primitives=3", check=False)
+@pytest.mark.parametrize("script", ["test.py", "utils/result_visualization.py"])
+def test_scripts_reading_a_checkpoint_refuse_an_override_it_fixes(script, tmp_path):
+    result = run_script(script, str(tmp_path / "model.pth"), "--set", "model.n_primitives=3", check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "test.py cannot honour --set model.n_primitives" in result.stderr
+    assert f"{script.split('/')[-1]} cannot honour --set model.n_primitives" in result.stderr
+
+
+def test_honoured_overrides_accept_a_group_or_a_field():
     assert config.honoured_overrides(["eval.batch_size=8", "train.threads=1"], ("eval", "train.threads"),
                                      "test.py") == {"eval.batch_size": "8", "train.threads": "1"}
 

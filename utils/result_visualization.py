@@ -28,6 +28,7 @@ import trimesh
 from PIL import Image
 from tqdm import tqdm
 
+import config as config_module
 from data import format as fmt
 from data.dataset import FrameDataset
 from data.preprocessed import Frame, SequenceReader, read_frame
@@ -44,6 +45,7 @@ PALETTE = np.array([[0.90, 0.30, 0.25], [0.25, 0.55, 0.90], [0.35, 0.75, 0.35], 
                     [0.65, 0.50, 0.30], [0.70, 0.85, 0.30]])
 RENDER_SIZE = 448
 GIF_FRAME_MS = 100  # display time of one GIF frame
+HONOURED = ("eval",)  # --set keys that change the export, not the model exported
 
 
 def parse_arguments(argv=None) -> argparse.Namespace:
@@ -63,15 +65,16 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                         help="every N-th frame in the GIF (default 1)")
     parser.add_argument("--gif-size", type=int, default=256, metavar="PIXELS",
                         help="side of each of the three GIF panels (default 256)")
+    config_module.add_override_argument(parser, HONOURED)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
+    overrides = config_module.honoured_overrides(args.overrides, HONOURED, "result_visualization.py")
     device = torch.device("cpu")
     model, cfg = load_model(args.checkpoint, device)
-    if cfg.eval.n_export_vertices < 1:
-        raise UserError(f"{args.checkpoint} has eval.n_export_vertices={cfg.eval.n_export_vertices}; it must be >= 1")
+    config_module.validate(config_module.apply_overrides(cfg, overrides))
     root = args.data_dir or cfg.data.preprocessed_dir
     split_file = args.split_file or cfg.data.split_file
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "result")
