@@ -115,7 +115,9 @@ class Config:
 # Each preset is a list of overrides applied on top of the defaults, in the same syntax as --set.
 PRESETS: dict[str, dict[str, str]] = {
     "dfaust": {},
-    "demo": {  # the embedded synthetic dataset on 2 CPU cores in about 15 minutes (README lists each change)
+    # demo: the embedded synthetic dataset on 2 CPU cores in about 15 minutes; docs/experiments.md gives each change
+    # and why.
+    "demo": {
         "data.dataset_dir": "runs/demo/synthetic",
         "data.preprocessed_dir": "runs/demo/preprocessed",
         "data.split_file": "runs/demo/synthetic/splits.csv",

@@ -2,8 +2,8 @@
 
     python3 bench/preprocessing.py [--workers 2] [--subjects 2] [--sequences 2] [--frames 30] [--keep DIR]
 
-Prints frames/s, seconds per stage, bytes per frame beside the seed project's layout for the same frame
-(float64 surface .npy + float32 points/occupancies .npz + PNG), the time to read one training item, and last
+Prints frames/s, seconds per stage, bytes per frame beside eggfryonrice/NeuralParts' layout for the same
+frame (float64 surface .npy + float32 points/occupancies .npz + PNG), the time to read one training item, and last
 `frames_per_s=<value> bytes_per_frame=<value>`.
 """
 from __future__ import annotations
@@ -54,13 +54,13 @@ def main() -> int:
             f"{stage} {summary.stage_seconds[stage] / summary.computed:.3f}" for stage in (*STAGES, "write")))
 
         ours, parts = _our_bytes(out, summary.frames)
-        seed = _seed_layout_bytes(out)
+        npy = _npy_layout_bytes(out)
         print("bytes per frame, ours: " + ", ".join(f"{name} {size:,.0f}" for name, size in parts.items()))
-        print(f"{'layout':<34}{'bytes/frame':>14}")
-        print(f"{'ours (HDF5, quantised)':<34}{ours:>14,.0f}")
-        print(f"{'seed (float64 npy + npz + PNG)':<34}{sum(seed.values()):>14,.0f}  "
-              + ", ".join(f"{name} {size:,}" for name, size in seed.items()))
-        print(f"ratio seed/ours {sum(seed.values()) / ours:.1f}x")
+        print(f"{'layout':<44}{'bytes/frame':>14}")
+        print(f"{'ours (HDF5, quantised)':<44}{ours:>14,.0f}")
+        print(f"{'eggfryonrice/NeuralParts (npy + npz + PNG)':<44}{sum(npy.values()):>14,.0f}  "
+              + ", ".join(f"{name} {size:,}" for name, size in npy.items()))
+        print(f"ratio eggfryonrice/NeuralParts / ours {sum(npy.values()) / ours:.1f}x")
         print(f"one training item: {_item_milliseconds(out, raw / 'splits.csv', cfg):.2f} ms")
     print(f"frames_per_s={frames_per_s:.3f} bytes_per_frame={ours:.0f}")
     return 0
@@ -81,8 +81,8 @@ def _our_bytes(out: pathlib.Path, n_frames: int) -> tuple[float, dict[str, float
     return total / n_frames, parts
 
 
-def _seed_layout_bytes(out: pathlib.Path) -> dict[str, int]:
-    """The seed project's files for the first frame: surface (P, 6) float64 .npy, points float32 (P, 3) +
+def _npy_layout_bytes(out: pathlib.Path) -> dict[str, int]:
+    """eggfryonrice/NeuralParts' files for the first frame: surface (P, 6) float64 .npy, points float32 (P, 3) +
     occupancies float32 (P,) uncompressed .npz, and the same PNG."""
     path = sorted(out.glob(f"*{fmt.SEQUENCE_SUFFIX}"))[0]
     with h5py.File(path, "r") as file:

@@ -1,4 +1,5 @@
-"""Load-time draws of labelled volume points, with importance weights (facts section 3, the authors' "equal")."""
+"""Load-time draws of labelled volume points, with importance weights (the authors' "equal" sampler,
+paschalidoud/neural_parts neural_parts/datasets/model_collections.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -2,9 +2,10 @@
 
 The authors rendered with simple-3dviz: flat face normals, a point light at the camera, no ambient or
 specular term, and per-fragment colour = base * acos(dot(n, normalize(p - light))) / pi on white
-(`reference/neural-parts-facts.md`, section 6). We evaluate that formula once per face (at the face
-centroid; D-FAUST faces are ~1 cm wide, 3 m from the light, so the angle barely varies across a face)
-and draw the result unlit with pyrender's FLAT mode, through one OffscreenRenderer per process.
+(simple-3dviz v0.2.1's mesh shader; camera and light as in paschalidoud/hierarchical_primitives
+scripts/render_dfaust.py). We evaluate that formula once per face (at the face centroid; D-FAUST faces are
+~1 cm wide, 3 m from the light, so the angle barely varies across a face) and draw the result unlit with
+pyrender's FLAT mode, through one OffscreenRenderer per process.
 
 Never fork a process after it has rendered: a forked child inherits a GL context it cannot use. Create
 worker pools first and render only inside the workers; `render_meshes` refuses a renderer inherited

@@ -1,7 +1,8 @@
 """A plain transcription of the authors' SimpleNVP, used only to check the optimised models.inn against it.
 
-Written from the description in neural-parts-facts.md section 1.4: full 3-output s/t nets on [F, p(x * mask)],
-full-mask blending, features expanded to every point. `copy_from` loads the weights of a models.inn.ConditionalNVP.
+Written from the authors' paschalidoud/neural_parts neural_parts/models/simple_nvp.py: full 3-output s/t nets
+on [F, p(x * mask)], full-mask blending, features expanded to every point.
+`copy_from` loads the weights of a models.inn.ConditionalNVP.
 """
 from __future__ import annotations
 
