@@ -30,7 +30,7 @@ def reconstruction_loss(pred: Prediction, target: Targets, cfg: LossConfig) -> t
     on_surface = pred.on_surface.reshape(B, 1, S * M)  # (B, 1, S*M)
 
     # Differences, not torch.cdist's default |x|^2 + |y|^2 - 2<x, y> expansion: at body scale in float32 that
-    # expansion is off by up to ~1e-4 m on ~2 cm nearest-neighbour distances (bench/losses.py measures it),
+    # expansion is off by up to ~1e-4 m on ~2 cm nearest-neighbour distances (bench/loss_terms.py measures it),
     # while this mode is exact to ~1e-8 and costs ~1.4x the time, still ~0.5% of a training step.
     dists = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")  # (B, Ns, S*M)
 
