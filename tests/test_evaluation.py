@@ -80,9 +80,71 @@ def test_evaluation_ignores_the_training_draw_settings(tiny_dataset):
         evaluate_frames(model, trained_with, EVAL, CPU, 2, progress=False))
 
 
+def _validating_rank(rank: int, world_size: int, root: str, split_file: str, directory: str) -> None:
+    """One rank of a training-like loop on gloo: a collective per step, validation at step 2 (torch.multiprocessing
+    spawns this). Writes the frames it evaluated, and on rank 0 the gathered records."""
+    import datetime
+    import json
+    import evaluation.loop as loop
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
+                                         world_size=world_size, timeout=datetime.timedelta(seconds=120))
+    evaluated, frame_metrics = [], loop._frame_metrics
+
+    def counting(model, item, sequence, frame, cfg, device):
+        evaluated.append([sequence, frame])
+        return frame_metrics(model, item, sequence, frame, cfg, device)
+
+    loop._frame_metrics = counting
+    dist = Distributed(rank, world_size, rank)
+    model, dataset = tiny_model(), evaluation_dataset(root, split_file, ("train", "test"), DATA)
+    gathered = None
+    for step in range(1, 4):
+        total = torch.ones(1)
+        torch.distributed.all_reduce(total)  # stands for the gradient all-reduce of a training step
+        assert total.item() == world_size
+        if step == 2:
+            gathered = evaluate_distributed(model, dataset, EVAL, CPU, 5, dist)
+    with open(f"{directory}/rank{rank}.json", "w") as file:
+        json.dump({"evaluated": evaluated, "gathered": gathered}, file)
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_share_the_validation_and_rank_0_gets_the_single_process_records(tiny_dataset, tmp_path):
+    import json
+    torch.multiprocessing.spawn(_validating_rank, args=(2, *split(tiny_dataset), str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    dataset = evaluation_dataset(*split(tiny_dataset), ("train", "test"), DATA)
+    single = list(evaluate_frames(tiny_model(), dataset, EVAL, CPU, 5, progress=False))
+    assert ranks[0]["gathered"] == single and ranks[1]["gathered"] is None
+    frames = [[r["sequence"], r["frame"]] for r in single]
+    assert ranks[0]["evaluated"] == frames[0::2] and ranks[1]["evaluated"] == frames[1::2]  # each its own share
+
+
 def test_summary_is_the_mean_of_each_metric():
     records = [{"iou": 0.2, "iou_authors": 0.3, "chamfer_l1": 0.1, "chamfer_l2": 0.01, "normal_consistency": 0.5},
                {"iou": 0.4, "iou_authors": 0.5, "chamfer_l1": 0.3, "chamfer_l2": 0.03, "normal_consistency": 0.7}]
     summary = summarise(records)
     assert summary == pytest.approx({"iou": 0.3, "iou_authors": 0.4, "chamfer_l1": 0.2, "chamfer_l2": 0.02,
                                      "normal_consistency": 0.6, "n_frames": 2})
+
+
+def test_each_best_checkpoint_records_both_current_best_values(tmp_path):
+    from checkpoint import load_checkpoint
+    from config import Config
+    from train import save_best_checkpoints
+    cfg = Config(model=MODEL)
+    model, best = tiny_model(), {"val_iou": 0.3, "val_chamfer_l1": 0.2}
+
+    def recorded(name: str) -> dict:
+        return load_checkpoint(str(tmp_path / name))["best"]
+
+    save_best_checkpoints(str(tmp_path), model, 10, best, {"iou": 0.5, "chamfer_l1": 0.1}, cfg)  # both improve
+    assert best == recorded("best_model.pth") == recorded("best_chamfer_model.pth") == {
+        "val_iou": 0.5, "val_chamfer_l1": 0.1}
+    save_best_checkpoints(str(tmp_path), model, 20, best, {"iou": 0.4, "chamfer_l1": 0.05}, cfg)  # Chamfer only
+    assert recorded("best_chamfer_model.pth") == best == {"val_iou": 0.5, "val_chamfer_l1": 0.05}
+    assert load_checkpoint(str(tmp_path / "best_model.pth"))["step"] == 10  # not rewritten
+    save_best_checkpoints(str(tmp_path), model, 30, best, {"iou": 0.6, "chamfer_l1": 0.07}, cfg)  # IoU only
+    assert recorded("best_model.pth") == best == {"val_iou": 0.6, "val_chamfer_l1": 0.05}
+    assert load_checkpoint(str(tmp_path / "best_chamfer_model.pth"))["step"] == 20
