@@ -1,6 +1,6 @@
 """Evaluation throughput: frames/s of evaluation/loop.py with all stored points per frame, on a synthetic D-FAUST.
 
-    python3 bench/evaluation.py [--threads 2] [--frames 6] [--dfaust-frames 2] [--keep DIR]
+    python3 bench/evaluation.py [--threads 1] [--frames 4] [--dfaust-frames 2] [--keep DIR]
 
 Builds untrained models from the config (the demo preset with its primitives placed on the synthetic bodies, as
 train.py does at step 0; the D-FAUST default without ImageNet weights), evaluates frames of a small synthetic
@@ -8,7 +8,10 @@ dataset (preprocess/make_synthetic_dfaust.py, 100,000 stored points per frame) a
 prints seconds per frame split into the all-points IoU (G at every stored volume point) and the rest (reading,
 the authors' IoU, Chamfer sampling and nearest neighbours), then the estimated cost of the D-FAUST test split and
 of one validation at the default config. Last line: `demo_frames_per_s=<value> dfaust_s_per_frame=<value>`.
-Other processes on the machine slow every number down: read `load average` printed beside them.
+Other processes on the machine slow every number down: read `load average` printed beside them. The default is
+one torch thread: on a 2-core machine shared with other processes, 2 threads took 44-101 s for G at 100,000 points
+(demo preset, load average 3.5-4.4) against 4.8-5.5 s with one thread, as each parallel region waits for a
+descheduled thread.
 """
 from __future__ import annotations
 
@@ -68,8 +71,8 @@ def seconds_per_frame(cfg: config.Config, raw: pathlib.Path, preprocessed: pathl
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=6, help="frames timed at the demo preset")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--frames", type=int, default=4, help="frames timed at the demo preset")
     parser.add_argument("--dfaust-frames", type=int, default=2, help="frames timed at the D-FAUST default config")
     parser.add_argument("--keep", help="work in this directory and keep it (default: a temporary one)")
     args = parser.parse_args()
