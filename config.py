@@ -96,11 +96,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 4
+    batch_size: int = 4  # frames read per DataLoader batch; the model scores one frame at a time
+    n_authors_iou_points: int = 5000  # balanced draws of the authors' weighted IoU (their n_points_in_mesh)
     n_chamfer_points: int = 10_000  # points sampled on the predicted union surface
     n_sphere_vertices: int = 1000  # minimum UV-sphere vertices per primitive for Chamfer sampling
     n_export_vertices: int = 5000  # minimum UV-sphere vertices per exported primitive mesh
-    seed: int = 0
+    seed: int = 0  # with (sequence, frame), seeds each frame's draws
 
 
 @dataclass

@@ -47,7 +47,7 @@ from checkpoint import (CHECKPOINT_VERSION, checkpoint_config, load_checkpoint, 
                               restore_state, save_checkpoint)
 from common.atomic import write_text_atomic
 from common.errors import UserError, run_main
-from evaluation.loop import evaluate_frames, evaluation_dataset, summarise
+from evaluation.loop import evaluate_distributed, evaluation_dataset, summarise
 from common.runtime import Distributed, git_commit, init_distributed, select_device, set_threads
 from utils.training_log import TrainingLog
 
@@ -232,25 +232,24 @@ def main(argv=None) -> int:
                 raise UserError(f"{nonfinite_in_row} non-finite steps in a row at step {step}; lower train.lr or "
                                 f"check the data; the last good checkpoint is in {run_dir}")
         bar.update(1)
+        val_records = None
+        if step % cfg.train.val_every == 0 or step == cfg.train.steps:
+            # Every rank scores its share of the frames (rank 0 gets all records), so none waits in a collective
+            # while another validates.
+            val_records = evaluate_distributed(model, val_set, cfg.eval, device, cfg.train.val_max_frames, dist)
+            model.train()
         if not dist.is_main:
             continue
 
         row = None
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             row = window.flush(step)
-        if step % cfg.train.val_every == 0 or step == cfg.train.steps:
-            summary = summarise(list(evaluate_frames(model, val_set, cfg.eval, device, cfg.train.val_max_frames)))
-            model.train()
+        if val_records is not None:
+            summary = summarise(val_records)
             last_val_iou = summary["iou"]
             row = row or {"step": step}
             row.update(val_iou=summary["iou"], val_chamfer_l1=summary["chamfer_l1"])
-            payload = _checkpoint(model, None, step, best, cfg)  # best_*.pth: weights only
-            if summary["iou"] > best["val_iou"]:
-                best["val_iou"] = payload["best"]["val_iou"] = summary["iou"]
-                _save(os.path.join(run_dir, "best_model.pth"), model, payload)
-            if summary["chamfer_l1"] < best["val_chamfer_l1"]:
-                best["val_chamfer_l1"] = payload["best"]["val_chamfer_l1"] = summary["chamfer_l1"]
-                _save(os.path.join(run_dir, "best_chamfer_model.pth"), model, payload)
+            save_best_checkpoints(run_dir, model, step, best, summary, cfg)
         if row is not None:
             with _writing(run_dir):
                 log.write(row)
@@ -409,6 +408,23 @@ def _checkpoint(model: NeuralParts, optimizer: torch.optim.Optimizer | None, ste
         payload["rng"] = {"torch": torch.get_rng_state(),
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     return payload
+
+
+def save_best_checkpoints(run_dir: str, model: NeuralParts, step: int, best: dict, summary: dict,
+                          cfg: Config) -> None:
+    """Fold a validation summary into `best` (val_iou, val_chamfer_l1), then write best_model.pth if the IoU
+    improved and best_chamfer_model.pth if the Chamfer-L1 did (weights only). Both files record both best values
+    as they stand after this validation."""
+    improved_iou, improved_chamfer = summary["iou"] > best["val_iou"], summary["chamfer_l1"] < best["val_chamfer_l1"]
+    if improved_iou:
+        best["val_iou"] = summary["iou"]
+    if improved_chamfer:
+        best["val_chamfer_l1"] = summary["chamfer_l1"]
+    payload = _checkpoint(model, None, step, best, cfg)
+    if improved_iou:
+        _save(os.path.join(run_dir, "best_model.pth"), model, payload)
+    if improved_chamfer:
+        _save(os.path.join(run_dir, "best_chamfer_model.pth"), model, payload)
 
 
 def _save(path: str, model: NeuralParts, payload: dict) -> None:

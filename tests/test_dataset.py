@@ -89,7 +89,9 @@ def test_near_surface_draws_keep_the_weighted_means(preprocessed):
         estimates.append(np.mean(draw["volume_weights"].numpy() * in_shell))
     assert abs(np.mean(estimates) / shell.mean() - 1) < 0.03
     evaluated = evaluation_dataset(preprocessed["root"], preprocessed["split_file"], ("test",), cfg)[1]
-    assert len(np.unique(evaluated["volume_weights"].numpy())) == 2  # evaluation keeps the authors' draws
+    np.testing.assert_array_equal(evaluated["volume_points"].numpy(), frame.volume_points)  # evaluation: all stored
+    np.testing.assert_array_equal(evaluated["volume_labels"].numpy(), frame.volume_labels)  # points, no draw
+    np.testing.assert_array_equal(evaluated["surface_points"].numpy(), frame.surface_points)
 
 
 def test_near_surface_cache_stays_bounded_and_changes_no_draw(preprocessed, monkeypatch):

@@ -75,9 +75,21 @@ def test_test_script_rebuilds_any_number_of_primitives(tiny_dataset, trained_run
                         "--split-file", tiny_dataset["split_file"], "--output-dir", str(tmp_path))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n_frames"] > 0 and 0.0 <= summary["iou"] <= 1.0 and summary["chamfer_l1"] > 0
+    assert 0.0 <= summary["iou_authors"] <= 1.0 and summary["chamfer_l2"] > 0
+    assert summary["points"] == {"iou": 100_000, "iou_authors": 5000, "chamfer_predicted": 400,
+                                 "chamfer_target": 100_000}
     assert summary["per_motion"] and "overall" in result.stdout
     with open(tmp_path / "frames.csv") as file:
-        assert len(list(csv.DictReader(file))) == summary["n_frames"]
+        rows = list(csv.DictReader(file))
+    assert len(rows) == summary["n_frames"]
+    assert list(rows[0]) == ["sequence", "frame", "iou", "iou_authors", "chamfer_l1", "chamfer_l2",
+                             "normal_consistency"]
+
+
+def test_test_script_scores_the_final_weights_of_a_run_directory(tiny_dataset, trained_run, tmp_path):
+    run_script("test.py", str(trained_run), "--data-dir", tiny_dataset["preprocessed"], "--split-file",
+               tiny_dataset["split_file"], "--output-dir", str(tmp_path), "--max-frames", "1")
+    assert json.loads((tmp_path / "summary.json").read_text())["checkpoint"] == str(trained_run / "model.pth")
 
 
 def test_test_script_reports_part_consistency_and_the_body_part_table(tiny_dataset, trained_run, tmp_path):
