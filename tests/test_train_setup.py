@@ -164,3 +164,16 @@ def test_without_network_auto_warns_true_refuses_false_never_looks(hub):
 def test_building_the_model_never_touches_the_network(hub, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("models/ fetched"))
     ImageEncoder(config.ModelConfig(pretrained="true"))
+
+
+def test_the_setup_summary_says_what_the_run_will_do(tmp_path):
+    cfg = config.build_config("demo")
+    summary = train._setup_summary(cfg, torch.device("cpu"), train.Distributed(), range(368), range(32),
+                                   str(tmp_path), "not used (model.pretrained=false)", 0)
+    lines = dict(line.split(None, 1) for line in summary.splitlines())
+    assert lines["device"].startswith(f"cpu ({torch.get_num_threads()} CPU threads")
+    assert lines["frames"] == "train 368 (train), validation 32 (val), scored on 24"
+    assert lines["model"].startswith("5 primitives") and "bf16 INN" in lines["model"]
+    assert lines["encoder"] == "not used (model.pretrained=false)"
+    assert lines["schedule"].startswith("2,000 batches of 4 (radam, lr 0.0001, cosine decay), from scratch")
+    assert summary.splitlines()[-1] == f"run dir     {tmp_path}"
