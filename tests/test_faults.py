@@ -566,9 +566,9 @@ def test_export_on_a_broken_disk_keeps_earlier_files(tiny_dataset, run_dir, tmp_
 
 # --- numerical faults --------------------------------------------------------------------------------------
 
-def _poisoned_loss(monkeypatch, poison: dict[int, str]):
-    """Make train.total_loss return a non-finite loss ("loss") or a finite loss with NaN gradients ("gradient")
-    at the given 1-based steps."""
+def poisoned_loss(monkeypatch, poison: dict[int, str]):
+    """Make train.total_loss return a non-finite loss ("loss"), a finite loss with NaN gradients ("gradient") or
+    one with zero gradients ("zero": the loss times 0) at the given 1-based steps."""
     calls = {"n": 0}
     total_loss = train.total_loss
 
@@ -580,13 +580,15 @@ def _poisoned_loss(monkeypatch, poison: dict[int, str]):
             loss = loss * math.inf
         elif kind == "gradient":  # sqrt at 0: the value stays, the derivative is inf * 0 = NaN
             loss = loss + torch.sqrt(prediction.phi_volume.abs().sum() * 0.0)
+        elif kind == "zero":
+            loss = loss * 0.0
         return loss, terms
 
     monkeypatch.setattr(train, "total_loss", poisoned)
 
 
 def test_non_finite_steps_are_skipped_with_a_warning(tiny_dataset, tmp_path, monkeypatch):
-    _poisoned_loss(monkeypatch, {3: "loss", 5: "gradient"})
+    poisoned_loss(monkeypatch, {3: "loss", 5: "gradient"})
     with pytest.warns(UserWarning) as caught:
         assert train.main(train_args(tiny_dataset, tmp_path, 6)) == 0
     skipped = [str(w.message) for w in caught if "non-finite" in str(w.message)]
@@ -600,7 +602,7 @@ def test_non_finite_steps_are_skipped_with_a_warning(tiny_dataset, tmp_path, mon
 
 def test_non_finite_steps_in_a_row_stop_training_with_the_last_good_checkpoint(tiny_dataset, tmp_path, monkeypatch,
                                                                                capsys):
-    _poisoned_loss(monkeypatch, {step: "loss" for step in range(3, 20)})
+    poisoned_loss(monkeypatch, {step: "loss" for step in range(3, 20)})
     argv = train_args(tiny_dataset, tmp_path, 10, "train.max_nonfinite_steps=3")
     with pytest.warns(UserWarning, match="non-finite"):
         status, stderr = run_entry(train.main, argv, capsys)
