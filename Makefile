@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/model.py
 	$(PY) bench/loss_terms.py
 	$(PY) bench/train_step.py
+	$(PY) bench/evaluation_speed.py
 
 clean-demo:
 	rm -rf runs/demo

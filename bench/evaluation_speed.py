@@ -1,6 +1,6 @@
 """Evaluation throughput: frames/s of evaluation/loop.py with all stored points per frame, on a synthetic D-FAUST.
 
-    python3 bench/evaluation.py [--threads 1] [--frames 4] [--dfaust-frames 2] [--keep DIR]
+    python3 bench/evaluation_speed.py [--threads 1] [--frames 4] [--dfaust-frames 2] [--keep DIR]
 
 Builds untrained models from the config (the demo preset with its primitives placed on the synthetic bodies, as
 train.py does at step 0; the D-FAUST default without ImageNet weights), evaluates frames of a small synthetic
@@ -23,15 +23,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import config  # noqa: E402
-from data.dataset import FrameDataset  # noqa: E402
-from evaluation.loop import evaluate_frames, evaluation_dataset  # noqa: E402
-from models.neural_parts import NeuralParts  # noqa: E402
-from models.placement import cluster_placement  # noqa: E402
+import config
+from data.dataset import FrameDataset
+from evaluation.loop import evaluate_frames, evaluation_dataset
+from models.neural_parts import NeuralParts
+from models.placement import cluster_placement
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DFAUST_TEST_FRAMES, DFAUST_VAL_FRAMES = 8_761, 2_430  # the authors' split after dropping frames 0-19
